@@ -1,0 +1,1 @@
+"""breaker-machines: circuit breakers for structured concurrency."""

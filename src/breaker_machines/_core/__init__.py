@@ -1,0 +1,72 @@
+"""The pure core: ``step(policy, state, event) -> Step(state, effects)``.
+
+No I/O, no clock, no randomness, no async library: a test imports this package in a fresh
+interpreter and checks that none of those modules were loaded.
+"""
+
+from .errors import ConfigError, InvalidEvent
+from .policy import Policy
+from .records import (
+    EMPTY_WINDOW,
+    Admitted,
+    BreakerState,
+    CallFinished,
+    CallRequested,
+    Disable,
+    Effect,
+    Enable,
+    Event,
+    ForceClose,
+    ForceOpen,
+    LeaseExpired,
+    Persist,
+    Probe,
+    Rejected,
+    RemoteObserved,
+    Reset,
+    Step,
+    Tick,
+    Transitioned,
+    WakeAt,
+    Window,
+)
+from .status import Outcome, Reason, State
+from .transitions import EDGES, MANUAL, TABLE, inert_success, step
+from .window import totals_at
+
+__all__ = [
+    "EDGES",
+    "EMPTY_WINDOW",
+    "MANUAL",
+    "TABLE",
+    "Admitted",
+    "BreakerState",
+    "CallFinished",
+    "CallRequested",
+    "ConfigError",
+    "Disable",
+    "Effect",
+    "Enable",
+    "Event",
+    "ForceClose",
+    "ForceOpen",
+    "InvalidEvent",
+    "LeaseExpired",
+    "Outcome",
+    "Persist",
+    "Policy",
+    "Probe",
+    "Reason",
+    "Rejected",
+    "RemoteObserved",
+    "Reset",
+    "State",
+    "Step",
+    "Tick",
+    "Transitioned",
+    "WakeAt",
+    "Window",
+    "inert_success",
+    "step",
+    "totals_at",
+]
