@@ -1,0 +1,607 @@
+"""What every runtime shares: configuration, classification, applying steps, callbacks.
+
+A runtime (the anyio :class:`~breaker_machines.Breaker`, the
+:class:`~breaker_machines.ThreadedBreaker`) owns one of these. It feeds events to the pure
+``step()``, installs the state it returns, performs the effects and calls the callbacks.
+Nothing here awaits, and nothing here is held across the user's code.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import random as _random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final
+
+from ._core.errors import ConfigError
+from ._core.policy import Policy
+from ._core.records import (
+    Admitted,
+    BreakerState,
+    CallFinished,
+    CallRequested,
+    Disable,
+    Enable,
+    Event,
+    ForceClose,
+    ForceOpen,
+    Persist,
+    Rejected,
+    Reset,
+    Step,
+    Tick,
+    Transitioned,
+    WakeAt,
+)
+from ._core.status import Outcome, State
+from ._core.transitions import inert_success, step
+from ._core.window import totals_at
+from .callbacks import Rejection, Transition, _Handler, handlers, logger
+from .errors import CircuitOpenError
+from .stats import BreakerStats
+from .storage.memory import MemoryStorage
+
+__all__ = ["NO_FALLBACK", "BreakerBase", "ExceptionRule"]
+
+NO_FALLBACK: Final[Any] = object()
+_DEFAULT_CONSECUTIVE_FAILURES: Final = 5
+_MAX_PENDING_CALLBACKS: Final = 1000
+
+ExceptionRule = type[BaseException] | Callable[[BaseException], bool]
+"""An exception type, or a predicate on the exception."""
+
+_SUCCESS: Final = Outcome.SUCCESS
+_FAILURE: Final = Outcome.FAILURE
+_TIMEOUT: Final = Outcome.TIMEOUT
+_CANCELLED: Final = Outcome.CANCELLED
+_IGNORED: Final = Outcome.IGNORED
+
+
+def _rules(field: str, value: object) -> tuple[tuple[type[BaseException], ...], tuple[Any, ...]]:
+    """Split ``record=``/``ignore=`` into exception types and predicates."""
+    items: list[object] = (
+        list(value)  # pyright: ignore[reportUnknownArgumentType]
+        if isinstance(value, (list, tuple))
+        else [value]
+    )
+    types: list[type[BaseException]] = []
+    predicates: list[Any] = []
+    for item in items:
+        if isinstance(item, type) and issubclass(item, BaseException):
+            types.append(item)
+        elif callable(item):
+            predicates.append(item)
+        else:
+            raise ConfigError(field, item, "must be an exception type or a predicate")
+    return tuple(types), tuple(predicates)
+
+
+def _seconds(field: str, value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(field, value, "must be a number of seconds")
+    if not 0.0 < value < math.inf:
+        raise ConfigError(field, value, "must be a finite number of seconds > 0")
+    return float(value)
+
+
+class BreakerBase:
+    """Shared machinery of every runtime. Not public: use ``Breaker`` or ``ThreadedBreaker``."""
+
+    __slots__ = (
+        "__weakref__",
+        "_bulkhead_rejections",
+        "_bulkhead_wait",
+        "_callback_errors",
+        "_callbacks_dropped",
+        "_cancelled",
+        "_classify_predicates",
+        "_clock",
+        "_failure_if",
+        "_failures",
+        "_fallback",
+        "_free",
+        "_ignore_predicates",
+        "_ignore_types",
+        "_ignored",
+        "_ignored_counts_as_success",
+        "_inert",
+        "_jitter",
+        "_max_concurrent",
+        "_on_close",
+        "_on_half_open",
+        "_on_open",
+        "_on_reject",
+        "_on_transition",
+        "_pending",
+        "_random",
+        "_record_predicates",
+        "_record_types",
+        "_rejections",
+        "_state",
+        "_storage",
+        "_successes",
+        "_timed",
+        "_timeout",
+        "_timeouts",
+        "_version",
+        "_wake_at",
+        "name",
+        "policy",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        failures: int | None = None,
+        within: float | None = None,
+        consecutive_failures: int | None = None,
+        failure_rate: float | None = None,
+        slow_call_rate: float | None = None,
+        slow_call_duration: float | None = None,
+        minimum_calls: int = 10,
+        window: float | None = None,
+        window_calls: int | None = None,
+        buckets: int | None = None,
+        reset_after: float = 30.0,
+        backoff: float = 1.0,
+        max_reset_after: float | None = None,
+        jitter: float = 0.0,
+        half_open_probes: int = 1,
+        success_threshold: int = 1,
+        probe_lease: float | None = None,
+        timeout: float | None = None,
+        fallback: Any = NO_FALLBACK,
+        record: ExceptionRule | Sequence[ExceptionRule] = Exception,
+        ignore: ExceptionRule | Sequence[ExceptionRule] = (),
+        ignored_counts_as_success: bool = False,
+        failure_if: Callable[[Any], bool] | None = None,
+        max_concurrent: int | None = None,
+        bulkhead_wait: float = 0.0,
+        storage: MemoryStorage | None = None,
+        clock: Callable[[], float] | None = None,
+        random: Callable[[], float] | None = None,
+        on_open: Any = None,
+        on_close: Any = None,
+        on_half_open: Any = None,
+        on_reject: Any = None,
+        on_transition: Any = None,
+        policy: Policy | None = None,
+    ) -> None:
+        if not isinstance(name, str):
+            raise ConfigError("name", name, "must be a string")
+        self.name = name
+        self._timeout = _seconds("timeout", timeout)
+        if policy is None:
+            rules = (consecutive_failures, failures, within, failure_rate, slow_call_rate)
+            if all(rule is None for rule in rules):
+                consecutive_failures = _DEFAULT_CONSECUTIVE_FAILURES
+            if probe_lease is None:
+                probe_lease = max(2.0 * self._timeout, 1.0) if self._timeout else 60.0
+            policy = Policy(
+                consecutive_failures=consecutive_failures,
+                failures=failures,
+                within=within,
+                failure_rate=failure_rate,
+                slow_call_rate=slow_call_rate,
+                slow_call_duration=slow_call_duration,
+                minimum_calls=minimum_calls,
+                window=window,
+                window_calls=window_calls,
+                buckets=buckets,
+                reset_after=reset_after,
+                backoff=backoff,
+                max_reset_after=max_reset_after,
+                jitter=jitter,
+                half_open_probes=half_open_probes,
+                success_threshold=success_threshold,
+                probe_lease=probe_lease,
+            )
+        elif not isinstance(policy, Policy):
+            raise ConfigError("policy", policy, "must be a breaker_machines.Policy")
+        self.policy = policy
+        self._jitter = policy.jitter > 0.0
+        self._timed = policy.slow_call_duration is not None
+
+        self._record_types, self._record_predicates = _rules("record", record)
+        self._ignore_types, self._ignore_predicates = _rules("ignore", ignore)
+        self._classify_predicates = bool(self._record_predicates or self._ignore_predicates)
+        self._ignored_counts_as_success = bool(ignored_counts_as_success)
+        if failure_if is not None and not callable(failure_if):
+            raise ConfigError("failure_if", failure_if, "must be a predicate on the result")
+        self._failure_if = failure_if
+        if isinstance(fallback, list) and not fallback:
+            raise ConfigError("fallback", fallback, "an empty list of fallbacks answers nothing")
+        self._fallback = fallback
+
+        if max_concurrent is not None and (
+            isinstance(max_concurrent, bool)
+            or not isinstance(max_concurrent, int)
+            or max_concurrent < 1
+        ):
+            raise ConfigError("max_concurrent", max_concurrent, "must be an integer >= 1")
+        self._max_concurrent = max_concurrent
+        if (
+            isinstance(bulkhead_wait, bool)
+            or not isinstance(bulkhead_wait, (int, float))
+            or not 0.0 <= bulkhead_wait < math.inf
+        ):
+            raise ConfigError("bulkhead_wait", bulkhead_wait, "must be a finite number >= 0")
+        self._bulkhead_wait = float(bulkhead_wait)
+
+        if storage is None:
+            storage = MemoryStorage()
+        elif not isinstance(storage, MemoryStorage):
+            raise ConfigError("storage", storage, "must be a breaker_machines storage")
+        self._storage = storage
+        if clock is not None and not callable(clock):
+            raise ConfigError("clock", clock, "must be a callable returning seconds")
+        self._clock: Callable[[], float] = clock if clock is not None else time.monotonic
+        if random is not None and not callable(random):
+            raise ConfigError("random", random, "must be a callable returning a float in [0, 1)")
+        self._random: Callable[[], float] = random if random is not None else _random.random
+
+        self._on_open = handlers("on_open", on_open)
+        self._on_close = handlers("on_close", on_close)
+        self._on_half_open = handlers("on_half_open", on_half_open)
+        self._on_reject = handlers("on_reject", on_reject)
+        self._on_transition = handlers("on_transition", on_transition)
+        self._pending: deque[tuple[str, Callable[[], Awaitable[Any]]]] = deque()
+
+        self._successes = self._failures = self._timeouts = 0
+        self._ignored = self._cancelled = 0
+        self._rejections = self._bulkhead_rejections = 0
+        self._callback_errors = self._callbacks_dropped = 0
+        self._wake_at: float | None = None
+        self._install(storage.get(name) or BreakerState())
+        self._setup()
+
+    def _setup(self) -> None:
+        """Runtime-specific set-up, called at the end of ``__init__``."""
+
+    # ------------------------------------------------------------------ state
+
+    def _install(self, state: BreakerState) -> None:
+        self._state = state
+        self._version = state.version
+        status = state.status
+        self._free = status is State.CLOSED or status is State.DISABLED
+        self._inert = inert_success(self.policy, state)
+
+    def _step(self, event: Event) -> tuple[Step, list[Transition]]:
+        """Run ``step()`` and apply its state and effects; return transitions to announce.
+
+        Runtimes that share a breaker between threads wrap this in their lock; callbacks
+        are fired by the caller afterwards, outside any lock.
+        """
+        result = step(self.policy, self._state, event)
+        new = result.state
+        if new is self._state:
+            if not result.effects:
+                return result, []
+        else:
+            self._install(new)
+        announced: list[Transition] = []
+        for effect in result.effects:
+            kind = type(effect)
+            if kind is Transitioned:
+                assert isinstance(effect, Transitioned)
+                announced.append(
+                    Transition(
+                        self.name,
+                        effect.source,
+                        effect.target,
+                        effect.reason,
+                        effect.version,
+                        event.now,
+                        True,
+                    )
+                )
+            elif kind is Persist:
+                self._storage.put(self.name, new)
+            elif kind is WakeAt:
+                assert isinstance(effect, WakeAt)
+                self._schedule_wake(effect.when)
+        return result, announced
+
+    def _schedule_wake(self, when: float) -> None:
+        """Remember that a Tick is due at ``when`` (runtimes with a runner wake it up)."""
+        if self._wake_at is None or when < self._wake_at:
+            self._wake_at = when
+
+    # ------------------------------------------------------------------ calls
+
+    def _admit(self, now: float) -> Admitted:
+        """The slow admission path: ask the core. Raises CircuitOpenError on rejection."""
+        decision, announced = self._decide(now)
+        if announced:
+            self._announce(announced)
+        if type(decision) is Rejected:
+            assert isinstance(decision, Rejected)
+            status = self._state.status
+            if self._on_reject:
+                self._fire(self._on_reject, Rejection(self.name, status, decision.retry_after))
+            raise CircuitOpenError(self.name, decision.retry_after, status)
+        assert isinstance(decision, Admitted)
+        return decision
+
+    def _decide(self, now: float) -> tuple[Admitted | Rejected, list[Transition]]:
+        """Step a CallRequested; count a rejection. (Threaded runtimes lock around it.)"""
+        result, announced = self._step(CallRequested(now))
+        decision = result.effects[-1]
+        if type(decision) is Rejected:
+            self._rejections += 1
+        assert isinstance(decision, (Admitted, Rejected))
+        return decision, announced
+
+    def _classify(self, error: BaseException) -> Outcome:
+        """Failure, ignored (or success) or cancelled, for an exception out of the call."""
+        if not isinstance(error, Exception):
+            return _CANCELLED  # cancellation from outside, KeyboardInterrupt, SystemExit...
+        if isinstance(error, self._ignore_types) or self._matches(self._ignore_predicates, error):
+            return _SUCCESS if self._ignored_counts_as_success else _IGNORED
+        if isinstance(error, self._record_types) or self._matches(self._record_predicates, error):
+            return _FAILURE
+        return _SUCCESS if self._ignored_counts_as_success else _IGNORED
+
+    def _matches(self, predicates: tuple[Any, ...], error: BaseException) -> bool:
+        for predicate in predicates:
+            try:
+                if predicate(error):
+                    return True
+            except Exception:
+                logger.exception(
+                    "breaker %r: exception predicate %r raised; treated as no match",
+                    self.name,
+                    predicate,
+                    extra={"breaker": self.name},
+                )
+        return False
+
+    def _record(
+        self, outcome: Outcome, duration: float, generation: int, probe: int | None
+    ) -> None:
+        """Count an outcome, feed it to the core, announce any transition."""
+        announced = self._count(outcome, duration, generation, probe)
+        if announced:
+            self._announce(announced)
+
+    def _count(
+        self, outcome: Outcome, duration: float, generation: int, probe: int | None
+    ) -> list[Transition] | None:
+        """Count an outcome and step it unless it provably changes nothing.
+
+        (Threaded runtimes lock around it.)
+        """
+        if outcome is _SUCCESS:
+            self._successes += 1
+            if self._inert and probe is None:
+                return None
+        elif outcome is _FAILURE:
+            self._failures += 1
+        elif outcome is _TIMEOUT:
+            self._timeouts += 1
+        elif outcome is _CANCELLED:
+            self._cancelled += 1
+            if probe is None:
+                return None
+        else:
+            self._ignored += 1
+            if probe is None:
+                return None
+        draw = self._random() if self._jitter else 0.5
+        event = CallFinished(outcome, self._clock(), duration, generation, probe, draw)
+        return self._step(event)[1]
+
+    def _refuses(self, result: object) -> bool:
+        assert self._failure_if is not None
+        try:
+            return bool(self._failure_if(result))
+        except Exception:
+            logger.exception(
+                "breaker %r: failure_if raised; the result counts as a success",
+                self.name,
+                extra={"breaker": self.name},
+            )
+            return False
+
+    def _fallback_chain(self) -> list[Any]:
+        fallback = self._fallback
+        if isinstance(fallback, list):
+            return list(fallback)  # pyright: ignore[reportUnknownArgumentType]
+        return [fallback]
+
+    # ------------------------------------------------------------------ callbacks
+
+    def _announce(self, transitions: list[Transition]) -> None:
+        for transition in transitions:
+            target = transition.target
+            if target is State.OPEN or target is State.FORCED_OPEN:
+                chosen = self._on_open
+            elif target is State.CLOSED:
+                chosen = self._on_close
+            elif target is State.HALF_OPEN:
+                chosen = self._on_half_open
+            else:
+                chosen = ()
+            self._log_transition(transition)
+            if chosen:
+                self._fire(chosen, transition)
+            if self._on_transition:
+                self._fire(self._on_transition, transition)
+
+    def _log_transition(self, transition: Transition) -> None:
+        logger.info(
+            "breaker %r: %s -> %s (%s)",
+            self.name,
+            transition.source.value,
+            transition.target.value,
+            transition.reason.value,
+            extra={
+                "breaker": self.name,
+                "source": transition.source.value,
+                "target": transition.target.value,
+                "reason": transition.reason.value,
+                "version": transition.version,
+                "won": transition.won,
+            },
+        )
+
+    def _fire(self, chosen: tuple[_Handler, ...], payload: object) -> None:
+        """Call sync callbacks now and queue async ones; never raise into the caller."""
+        for handler in chosen:
+            if handler.is_async:
+                self._defer(handler, payload)
+                continue
+            try:
+                result = handler.fn(payload) if handler.wants_arg else handler.fn()
+            except Exception:
+                self._callback_failed(handler.name)
+                continue
+            if inspect.isawaitable(result):
+                awaitable: Awaitable[Any] = result
+
+                def thunk(awaitable: Awaitable[Any] = awaitable) -> Awaitable[Any]:
+                    return awaitable
+
+                self._queue(handler.name, thunk, awaitable)
+
+    def _defer(self, handler: _Handler, payload: object) -> None:
+        fn = handler.fn
+
+        def thunk() -> Awaitable[Any]:
+            return fn(payload) if handler.wants_arg else fn()  # type: ignore[no-any-return]
+
+        self._queue(handler.name, thunk, None)
+
+    def _queue(
+        self, name: str, thunk: Callable[[], Awaitable[Any]], created: Awaitable[Any] | None
+    ) -> None:
+        if len(self._pending) >= _MAX_PENDING_CALLBACKS:
+            self._callbacks_dropped += 1
+            if created is not None and inspect.iscoroutine(created):
+                created.close()
+            logger.warning(
+                "breaker %r: %d async callbacks are waiting for a runner; dropped %s",
+                self.name,
+                len(self._pending),
+                name,
+                extra={"breaker": self.name, "callback": name},
+            )
+            return
+        self._pending.append((name, thunk))
+        self._wake_runner()
+
+    def _wake_runner(self) -> None:
+        """Runtimes with a runner override this to wake it up."""
+
+    def _callback_failed(self, name: str) -> None:
+        self._callback_errors += 1
+        logger.exception(
+            "breaker %r: callback %s raised; the call was not affected",
+            self.name,
+            name,
+            extra={"breaker": self.name, "callback": name},
+        )
+
+    # ------------------------------------------------------------------ public
+
+    @property
+    def state(self) -> State:
+        """The circuit's state as last decided (an OPEN circuit half-opens on the next
+        call or runner tick after ``retry_at``)."""
+        return self._state.status
+
+    @property
+    def snapshot(self) -> BreakerState:
+        """The core's full state record (immutable; safe to keep or serialise)."""
+        return self._state
+
+    def stats(self) -> BreakerStats:
+        """A frozen snapshot of the state and counters."""
+        state = self._state
+        policy = self.policy
+        now = self._clock()
+        in_window = 0
+        if policy.failures is not None and policy.within_width:
+            index = int(now // policy.within_width)
+            in_window = totals_at(state.failure_window, policy.bucket_count, index)[1]
+        rate_window = state.rate_window
+        if policy.window is not None and policy.rate_width:
+            index = int(now // policy.rate_width)
+            calls, failed, slow = totals_at(rate_window, policy.bucket_count, index)
+        else:
+            calls, failed, slow = rate_window.calls, rate_window.failures, rate_window.slow
+        retry_after = None
+        if state.retry_at is not None:
+            retry_after = max(0.0, state.retry_at - now)
+        return BreakerStats(
+            name=self.name,
+            state=state.status,
+            version=state.version,
+            successes=self._successes,
+            failures=self._failures,
+            timeouts=self._timeouts,
+            ignored=self._ignored,
+            cancelled=self._cancelled,
+            rejections=self._rejections,
+            bulkhead_rejections=self._bulkhead_rejections,
+            consecutive_failures=state.consecutive_failures,
+            failures_in_window=in_window,
+            window_calls=calls,
+            window_failures=failed,
+            window_slow=slow,
+            trips=state.trips,
+            probes_in_flight=len(state.probes),
+            retry_after=retry_after,
+            callback_errors=self._callback_errors,
+            callbacks_dropped=self._callbacks_dropped,
+        )
+
+    def _control(self, event: Event) -> None:
+        announced = self._step_control(event)
+        if announced:
+            self._announce(announced)
+
+    def _step_control(self, event: Event) -> list[Transition]:
+        """Step an operator control or a tick. (Threaded runtimes lock around it.)"""
+        return self._step(event)[1]
+
+    def force_open(self) -> None:
+        """Hold the circuit open (rejecting every call) until ``force_close()``/``reset()``."""
+        self._control(ForceOpen(self._clock()))
+
+    def force_close(self) -> None:
+        """Close the circuit now, with fresh windows (a no-op when it is CLOSED)."""
+        self._control(ForceClose(self._clock()))
+
+    def reset(self) -> None:
+        """Back to a fresh CLOSED circuit: windows, counters and backoff cleared."""
+        self._control(Reset(self._clock()))
+
+    def disable(self) -> None:
+        """Admit every call and count nothing until ``enable()``."""
+        self._control(Disable(self._clock()))
+
+    def enable(self) -> None:
+        """Leave DISABLED for a fresh CLOSED circuit (a no-op in any other state)."""
+        self._control(Enable(self._clock()))
+
+    def _tick(self) -> None:
+        """Send the core a Tick if one is due (OPEN -> HALF_OPEN on time)."""
+        wake_at = self._wake_at
+        if wake_at is None:
+            return
+        now = self._clock()
+        if now < wake_at:
+            return
+        self._wake_at = None
+        self._control(Tick(now))
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} {self._state.status.value}>"

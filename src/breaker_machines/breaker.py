@@ -1,0 +1,341 @@
+"""The anyio runtime: ``Breaker``, its guard, ``call()``, the decorator and the runner.
+
+Runs unchanged under asyncio and trio. Admission while CLOSED is an attribute read and the
+outcome of a success that changes nothing is a counter increment: no event is built, no
+lock is taken and nothing is held across the user's code. Everything else goes through
+the pure ``step()``.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import Any, Final, NoReturn, ParamSpec, TypeVar
+
+import anyio
+import anyio.abc
+
+from ._base import NO_FALLBACK, BreakerBase
+from ._core.status import Outcome
+from .errors import (
+    BreakerError,
+    BulkheadFullError,
+    CircuitTimeoutError,
+    ConfigError,
+    FailedResultError,
+)
+
+__all__ = ["Breaker", "Guard", "running"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+_SUCCESS: Final = Outcome.SUCCESS
+_FAILURE: Final = Outcome.FAILURE
+_TIMEOUT: Final = Outcome.TIMEOUT
+_CANCELLED: Final = Outcome.CANCELLED
+
+
+class Guard:
+    """One guarded call: ``with breaker.guard():`` or ``async with breaker.guard():``.
+
+    Entering asks the circuit for a permit (raising :class:`CircuitOpenError` or
+    :class:`BulkheadFullError`), starts the timeout's cancel scope and takes a bulkhead
+    slot; leaving classifies what happened and reports it. A guard never swallows an
+    exception, except its own timeout's cancellation, which it turns into
+    :class:`CircuitTimeoutError`. Use one guard per call.
+    """
+
+    __slots__ = ("_b", "_gen", "_probe", "_scope", "_slot", "_start")
+
+    def __init__(self, breaker: Breaker) -> None:
+        self._b = breaker
+
+    # -- entering
+
+    def __enter__(self) -> Guard:
+        b = self._b
+        if b._plain and b._free:
+            self._gen = b._version
+            self._probe = None
+            return self
+        self._permit()
+        self._slot = False
+        if b._limiter is not None:
+            try:
+                b._limiter.acquire_on_behalf_of_nowait(self)
+            except anyio.WouldBlock:
+                self._refuse_bulkhead()
+            self._slot = True
+        self._start_scope()
+        return self
+
+    async def __aenter__(self) -> Guard:
+        b = self._b
+        if b._bulkhead_wait <= 0.0 or b._limiter is None:
+            return self.__enter__()
+        self._permit()
+        self._slot = False
+        try:
+            with anyio.move_on_after(b._bulkhead_wait):
+                await b._limiter.acquire_on_behalf_of(self)
+                self._slot = True
+        except BaseException:
+            b._record(_CANCELLED, 0.0, self._gen, self._probe)
+            raise
+        if not self._slot:
+            self._refuse_bulkhead()
+        self._start_scope()
+        return self
+
+    def _permit(self) -> None:
+        b = self._b
+        now = b._clock()
+        self._start = now
+        if b._free:
+            self._gen = b._version
+            self._probe = None
+        else:
+            admitted = b._admit(now)
+            self._gen = admitted.generation
+            self._probe = admitted.probe
+
+    def _refuse_bulkhead(self) -> NoReturn:
+        b = self._b
+        b._bulkhead_rejections += 1
+        if self._probe is not None:
+            b._record(_CANCELLED, 0.0, self._gen, self._probe)  # give the probe permit back
+        assert b._max_concurrent is not None
+        raise BulkheadFullError(b.name, b._max_concurrent)
+
+    def _start_scope(self) -> None:
+        timeout = self._b._timeout
+        if timeout is None:
+            self._scope = None
+            return
+        scope = anyio.CancelScope(deadline=anyio.current_time() + timeout)
+        scope.__enter__()
+        self._scope = scope
+
+    # -- leaving
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        b = self._b
+        if b._plain:
+            if exc_type is None:
+                if b._inert:
+                    b._successes += 1
+                    return False
+                b._record(_SUCCESS, 0.0, self._gen, self._probe)
+                return False
+            assert exc is not None
+            b._record(b._classify(exc), 0.0, self._gen, self._probe)
+            return False
+        self._settle(exc_type, exc, tb, failed_result=False)
+        return False
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        return self.__exit__(exc_type, exc, tb)
+
+    def _settle(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+        *,
+        failed_result: bool,
+    ) -> Outcome:
+        """Close the scope, free the slot, report the outcome; raise our own timeout."""
+        b = self._b
+        timed_out = False
+        try:
+            scope = self._scope
+            if scope is not None:
+                self._scope = None
+                timed_out = bool(scope.__exit__(exc_type, exc, tb)) and scope.cancelled_caught
+        finally:
+            if self._slot:
+                self._slot = False
+                assert b._limiter is not None
+                b._limiter.release_on_behalf_of(self)
+            if timed_out:
+                outcome = _TIMEOUT
+            elif exc is None:
+                outcome = _FAILURE if failed_result else _SUCCESS
+            else:
+                outcome = b._classify(exc)
+            duration = b._clock() - self._start if b._timed else 0.0
+            b._record(outcome, duration, self._gen, self._probe)
+        if timed_out:
+            assert b._timeout is not None
+            raise CircuitTimeoutError(b.name, b._timeout) from exc
+        return outcome
+
+
+class Breaker(BreakerBase):
+    """A circuit breaker for async code, under asyncio or trio (through anyio).
+
+    ``Breaker(name, **options)``; see the :doc:`reference <reference>` for every option.
+    Without a trip rule it opens after 5 consecutive failures. Use it as
+    ``with breaker.guard():``, ``async with breaker.guard():``, ``await breaker.call(fn,
+    ...)`` or as a decorator on an async function. With the default memory storage it works
+    with no runner; start :meth:`run` (or :func:`running`) in a task group for async
+    callbacks and on-time half-opening.
+    """
+
+    __slots__ = ("_kick", "_limiter", "_plain", "_runner_active")
+
+    def _setup(self) -> None:
+        self._limiter = (
+            anyio.CapacityLimiter(self._max_concurrent) if self._max_concurrent else None
+        )
+        self._plain = self._limiter is None and self._timeout is None and not self._timed
+        self._kick: anyio.Event | None = None
+        self._runner_active = False
+
+    # ------------------------------------------------------------------ calling
+
+    def guard(self) -> Guard:
+        """A context manager guarding one call (``with`` or ``async with``)."""
+        return Guard(self)
+
+    async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``await fn(*args, **kwargs)`` through the breaker, applying the fallback.
+
+        The fallback (if any) answers a rejection, a recorded failure (an exception, or a
+        result ``failure_if`` refuses) and a timeout. Without a fallback those raise, except
+        a refused result, which is still returned after being counted.
+        """
+        guard = Guard(self)
+        try:
+            await guard.__aenter__()
+        except BreakerError as error:
+            if self._fallback is NO_FALLBACK:
+                raise
+            return await self._apply_fallback(error)
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException as error:
+            try:
+                outcome = guard._settle(
+                    type(error), error, error.__traceback__, failed_result=False
+                )
+            except CircuitTimeoutError as timeout_error:
+                if self._fallback is NO_FALLBACK:
+                    raise
+                return await self._apply_fallback(timeout_error)
+            if outcome is _FAILURE and self._fallback is not NO_FALLBACK:
+                return await self._apply_fallback(error)
+            raise
+        failed = self._failure_if is not None and self._refuses(result)
+        guard._settle(None, None, None, failed_result=failed)
+        if failed and self._fallback is not NO_FALLBACK:
+            return await self._apply_fallback(FailedResultError(self.name, result))
+        return result
+
+    def __call__(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+        """Decorate an async function so every call goes through :meth:`call`."""
+        if not callable(fn):
+            raise ConfigError("fn", fn, "must be an async function")
+        call = self.call
+
+        @functools.wraps(fn)
+        async def guarded(*args: P.args, **kwargs: P.kwargs) -> T:
+            return await call(fn, *args, **kwargs)
+
+        return guarded
+
+    async def _apply_fallback(self, error: BaseException) -> Any:
+        """Answer with the fallback: a value, a (sync or async) callable, or a list of them."""
+        chain = self._fallback_chain()
+        last: BaseException = error
+        for candidate in chain:
+            if not callable(candidate):
+                return candidate
+            try:
+                result = candidate(error)
+                if inspect.isawaitable(result):
+                    result = await result
+            except Exception as fallback_error:
+                last = fallback_error
+                continue
+            return result
+        raise last from error
+
+    # ------------------------------------------------------------------ the runner
+
+    def _wake_runner(self) -> None:
+        kick = self._kick
+        if kick is not None:
+            kick.set()
+
+    def _schedule_wake(self, when: float) -> None:
+        super()._schedule_wake(when)
+        self._wake_runner()
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> NoReturn:
+        """Perform the effects that need a task: async callbacks and on-time wake-ups.
+
+        Start it in your own task group (``await tg.start(breaker.run)``); it runs until
+        that task group is cancelled. At most one runner per breaker.
+        """
+        if self._runner_active:
+            raise RuntimeError(f"breaker {self.name!r} already has a runner")
+        self._runner_active = True
+        try:
+            async with anyio.create_task_group() as tg:
+                self._kick = anyio.Event()
+                task_status.started()
+                while True:
+                    while self._pending:
+                        name, thunk = self._pending.popleft()
+                        tg.start_soon(self._run_callback, name, thunk)
+                    delay = math.inf
+                    if self._wake_at is not None:
+                        delay = max(0.0, self._wake_at - self._clock())
+                    with anyio.move_on_after(delay):
+                        await self._kick.wait()
+                    if self._kick.is_set():
+                        self._kick = anyio.Event()
+                    self._tick()
+        finally:
+            self._kick = None
+            self._runner_active = False
+
+    async def _run_callback(self, name: str, thunk: Callable[[], Awaitable[Any]]) -> None:
+        try:
+            await thunk()
+        except Exception:
+            self._callback_failed(name)
+
+
+@asynccontextmanager
+async def running(*breakers: Breaker) -> AsyncIterator[None]:
+    """Run the runners of ``breakers`` for the duration of an ``async with`` block.
+
+    ``async with running(a, b): ...`` starts one runner per breaker in a task group of its
+    own and cancels them when the block exits.
+    """
+    async with anyio.create_task_group() as tg:
+        for breaker in breakers:
+            await tg.start(breaker.run)
+        try:
+            yield
+        finally:
+            tg.cancel_scope.cancel()

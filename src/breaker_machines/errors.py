@@ -1,0 +1,99 @@
+"""Exceptions raised by breakers."""
+
+from __future__ import annotations
+
+from ._core.errors import ConfigError, InvalidEvent
+from ._core.status import State
+
+__all__ = [
+    "BreakerError",
+    "BulkheadFullError",
+    "CircuitOpenError",
+    "CircuitTimeoutError",
+    "ConfigError",
+    "FailedResultError",
+    "InvalidEvent",
+]
+
+
+class BreakerError(Exception):
+    """Base class of the errors a breaker raises instead of running the call."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self)!r})"
+
+
+class CircuitOpenError(BreakerError):
+    """The circuit rejected the call.
+
+    ``retry_after`` is the number of seconds until the circuit will admit a call again
+    (``None`` while it is forced open: only an operator closes it). A fresh, cheap instance
+    is raised on every rejection: nothing is shared between rejections, so tracebacks never
+    accumulate.
+    """
+
+    __slots__ = ("name", "retry_after", "state")
+
+    def __init__(self, name: str, retry_after: float | None, state: State) -> None:
+        self.name = name
+        self.retry_after = retry_after
+        self.state = state
+
+    def __str__(self) -> str:
+        if self.retry_after is None:
+            return f"circuit {self.name!r} is {self.state.value}: rejected until closed by hand"
+        return (
+            f"circuit {self.name!r} is {self.state.value}: "
+            f"rejected, retry after {self.retry_after:.3f}s"
+        )
+
+    def __reduce__(self) -> tuple[type[CircuitOpenError], tuple[str, float | None, State]]:
+        return (CircuitOpenError, (self.name, self.retry_after, self.state))
+
+
+class BulkheadFullError(BreakerError):
+    """The breaker's bulkhead (``max_concurrent``) had no free slot. Never a failure."""
+
+    __slots__ = ("limit", "name")
+
+    def __init__(self, name: str, limit: int) -> None:
+        self.name = name
+        self.limit = limit
+
+    def __str__(self) -> str:
+        return f"breaker {self.name!r}: all {self.limit} bulkhead slots are busy"
+
+    def __reduce__(self) -> tuple[type[BulkheadFullError], tuple[str, int]]:
+        return (BulkheadFullError, (self.name, self.limit))
+
+
+class CircuitTimeoutError(BreakerError, TimeoutError):
+    """The call ran past the breaker's ``timeout`` and was cancelled. Counts as a failure."""
+
+    __slots__ = ("name", "timeout")
+
+    def __init__(self, name: str, timeout: float) -> None:
+        self.name = name
+        self.timeout = timeout
+
+    def __str__(self) -> str:
+        return f"breaker {self.name!r}: call timed out after {self.timeout}s"
+
+    def __reduce__(self) -> tuple[type[CircuitTimeoutError], tuple[str, float]]:
+        return (CircuitTimeoutError, (self.name, self.timeout))
+
+
+class FailedResultError(BreakerError):
+    """``failure_if`` classified a returned value as a failure.
+
+    Only a fallback ever sees it: without a fallback the caller still gets ``result``.
+    """
+
+    __slots__ = ("name", "result")
+
+    def __init__(self, name: str, result: object) -> None:
+        self.name = name
+        self.result = result
+
+    def __str__(self) -> str:
+        return f"breaker {self.name!r}: result {self.result!r} counted as a failure"
