@@ -161,6 +161,13 @@ class Guard:
     ) -> Outcome:
         """Close the scope, free the slot, report the outcome; raise our own timeout."""
         b = self._b
+        if b._plain:  # no scope, no slot, no timing: the guard may have entered the fast way
+            if exc is None:
+                outcome = _FAILURE if failed_result else _SUCCESS
+            else:
+                outcome = b._classify(exc)
+            b._record(outcome, 0.0, self._gen, self._probe)
+            return outcome
         timed_out = False
         try:
             scope = self._scope
