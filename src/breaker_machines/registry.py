@@ -73,7 +73,7 @@ class BreakerRegistry:
         breaker = Breaker(self.prefix + key, **self._options)
         self._breakers[key] = (breaker, now)
         if len(self._breakers) > self.max_size:
-            self._drop_one()
+            self._drop_one(keep=key)
         if self._task_group is not None:
             self._task_group.start_soon(self._run_one, key, breaker)
         return breaker
@@ -97,12 +97,14 @@ class BreakerRegistry:
             if breaker.state is State.CLOSED and not breaker.snapshot.consecutive_failures:
                 self._forget(key)
 
-    def _drop_one(self) -> None:
-        for key, (breaker, _) in self._breakers.items():
-            if breaker.state is State.CLOSED:
+    def _drop_one(self, keep: str) -> None:
+        """Drop the least recently used CLOSED breaker, else the least recently used one."""
+        candidates = [key for key in self._breakers if key != keep]
+        for key in candidates:
+            if self._breakers[key][0].state is State.CLOSED:
                 self._forget(key)
                 return
-        self._forget(next(iter(self._breakers)))
+        self._forget(candidates[0])
 
     def _forget(self, key: str) -> None:
         del self._breakers[key]
