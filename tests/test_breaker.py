@@ -236,7 +236,9 @@ async def test_record_and_ignore_rules_classify_exceptions() -> None:
 
 
 async def test_ignored_can_count_as_success_and_break_a_run_of_failures() -> None:
-    breaker = Breaker("svc", consecutive_failures=2, ignore=Harmless, ignored_counts_as_success=True)
+    breaker = Breaker(
+        "svc", consecutive_failures=2, ignore=Harmless, ignored_counts_as_success=True
+    )
     await trip(breaker)
     with pytest.raises(Harmless):
         with breaker.guard():
@@ -368,7 +370,7 @@ async def test_bulkhead_bounded_wait_admits_when_a_slot_frees() -> None:
         tg.start_soon(hold)
         await entered.wait()
         tg.start_soon(breaker.call, succeed)
-        await until(lambda: True)
+        await anyio.wait_all_tasks_blocked()
         release.set()
     assert breaker.stats().successes == 2
 
@@ -600,3 +602,71 @@ def test_bad_options_raise_config_errors_naming_the_field() -> None:
         assert str(caught.value).startswith(f"{field}=")
     with pytest.raises(ConfigError):
         Breaker(42)  # type: ignore[arg-type]
+
+
+async def test_the_runner_half_opens_after_a_retrip_following_a_manual_close() -> None:
+    half_open = anyio.Event()
+    breaker = Breaker("svc", consecutive_failures=1, reset_after=0.02, on_half_open=half_open.set)
+    await trip(breaker)
+    breaker.force_close()
+    async with running(breaker):
+        await trip(breaker)
+        with anyio.fail_after(5):
+            await half_open.wait()
+
+
+async def test_a_breaker_restored_open_from_storage_half_opens_on_time() -> None:
+    storage = MemoryStorage()
+    await trip(Breaker("svc", consecutive_failures=1, reset_after=0.02, storage=storage))
+    half_open = anyio.Event()
+    restored = Breaker(
+        "svc", consecutive_failures=1, reset_after=0.02, storage=storage,
+        on_half_open=half_open.set,
+    )  # fmt: skip
+    assert restored.state is State.OPEN
+    async with running(restored):
+        with anyio.fail_after(5):
+            await half_open.wait()
+
+
+async def test_bulkhead_wait_does_not_make_a_call_slow() -> None:
+    now = [0.0]
+    breaker = Breaker(
+        "svc",
+        slow_call_rate=1.0,
+        slow_call_duration=1.0,
+        minimum_calls=1,
+        window_calls=1,
+        max_concurrent=1,
+        bulkhead_wait=60,
+        clock=lambda: now[0],
+    )
+    entered = anyio.Event()
+    release = anyio.Event()
+
+    async def hold() -> None:
+        async with breaker.guard():
+            entered.set()
+            await release.wait()
+
+    async def waiter() -> None:
+        async with breaker.guard():
+            now[0] += 0.5  # runs 0.5 s after waiting 0.9 s for the slot: fast
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(hold)
+        await entered.wait()
+        tg.start_soon(waiter)
+        await anyio.wait_all_tasks_blocked()
+        now[0] += 0.9  # the first call runs 0.9 s: fast
+        release.set()
+    assert breaker.state is State.CLOSED
+    assert breaker.stats().window_slow == 0
+
+
+def test_policy_and_rule_options_are_exclusive() -> None:
+    from breaker_machines import Policy
+
+    with pytest.raises(ConfigError) as caught:
+        Breaker("svc", policy=Policy(consecutive_failures=2), failures=3, within=10)
+    assert caught.value.field == "failures"

@@ -172,7 +172,7 @@ async def test_a_hundred_concurrent_failures_count_exactly_a_hundred() -> None:
     async with anyio.create_task_group() as tg:
         for _ in range(100):
             tg.start_soon(one)
-        await _until(lambda: True)
+        await anyio.wait_all_tasks_blocked()
         gate.set()
     stats = breaker.stats()
     assert stats.failures == 100

@@ -204,6 +204,23 @@ class BreakerBase:
             )
         elif not isinstance(policy, Policy):
             raise ConfigError("policy", policy, "must be a breaker_machines.Policy")
+        else:
+            given = {
+                "consecutive_failures": consecutive_failures,
+                "failures": failures,
+                "within": within,
+                "failure_rate": failure_rate,
+                "slow_call_rate": slow_call_rate,
+                "slow_call_duration": slow_call_duration,
+                "window": window,
+                "window_calls": window_calls,
+                "buckets": buckets,
+                "max_reset_after": max_reset_after,
+                "probe_lease": probe_lease,
+            }
+            for field, value in given.items():
+                if value is not None:
+                    raise ConfigError(field, value, "give it in the Policy, not beside policy=")
         self.policy = policy
         self._jitter = policy.jitter > 0.0
         self._timed = policy.slow_call_duration is not None
@@ -257,7 +274,6 @@ class BreakerBase:
         self._ignored = self._cancelled = 0
         self._rejections = self._bulkhead_rejections = 0
         self._callback_errors = self._callbacks_dropped = 0
-        self._wake_at: float | None = None
         self._install(storage.get(name) or BreakerState())
         self._setup()
 
@@ -272,6 +288,9 @@ class BreakerBase:
         status = state.status
         self._free = status is State.CLOSED or status is State.DISABLED
         self._inert = inert_success(self.policy, state)
+        # The only timed work is OPEN -> HALF_OPEN, due at retry_at: derive the wake-up from
+        # the state itself so it survives restores, manual controls and re-trips.
+        self._wake_at = state.retry_at if status is State.OPEN else None
 
     def _step(self, event: Event) -> tuple[Step, list[Transition]]:
         """Run ``step()`` and apply its state and effects; return transitions to announce.
@@ -602,6 +621,9 @@ class BreakerBase:
             return
         self._wake_at = None
         self._control(Tick(now))
+        state = self._state
+        if state.status is State.OPEN and self._wake_at is None:
+            self._wake_at = state.retry_at
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} {self._state.status.value}>"

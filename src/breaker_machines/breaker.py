@@ -89,6 +89,7 @@ class Guard:
             raise
         if not self._slot:
             self._refuse_bulkhead()
+        self._start = b._clock()  # a slow call is slow in the dependency, not in the queue
         self._start_scope()
         return self
 

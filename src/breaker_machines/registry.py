@@ -22,11 +22,11 @@ class BreakerRegistry:
     """Makes and keeps one :class:`Breaker` per key, from the same options.
 
     ``registry.get("api.example.com")`` returns that key's breaker, creating it on first use
-    (named ``f"{prefix}{key}"``). At most ``max_size`` breakers are kept: beyond that the
-    least recently used CLOSED one is dropped (an OPEN breaker is only dropped when every
-    kept breaker is open, so protection is never silently lost while there is a choice).
-    With ``idle_after``, breakers unused for that many seconds and back to a quiet CLOSED
-    state are dropped on the next ``get``.
+    (named ``f"{prefix}{key}"``). At most ``max_size`` breakers are kept: making one more
+    drops the least recently used CLOSED breaker, or, when none of the others is CLOSED, the
+    least recently used one of any state. With ``idle_after``, making a new breaker first
+    drops those unused for that many seconds that are CLOSED with no failures pending.
+    A storage given in the template keeps the states of dropped breakers.
 
     When :meth:`run` is running in a task group, every breaker the registry makes gets its
     runner there, and a dropped breaker's runner is stopped.

@@ -58,6 +58,8 @@ class ThreadedGuard:
             if not (semaphore.acquire(timeout=wait) if wait > 0.0 else semaphore.acquire(False)):
                 self._refuse_bulkhead()
             self._slot = True
+            if wait > 0.0 and b._timed:
+                self._start = b._clock()  # time spent waiting for a slot is not the call's
         return self
 
     def _refuse_bulkhead(self) -> NoReturn:
