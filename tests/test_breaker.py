@@ -92,9 +92,8 @@ async def test_a_move_on_after_around_the_guard_is_neutral_not_a_timeout() -> No
 
 async def test_the_breakers_own_timeout_is_a_failure_and_raises_circuit_timeout() -> None:
     breaker = Breaker("svc", consecutive_failures=1, timeout=0.01)
-    with pytest.raises(CircuitTimeoutError) as caught:
-        with breaker.guard():
-            await anyio.sleep_forever()
+    with pytest.raises(CircuitTimeoutError) as caught, breaker.guard():
+        await anyio.sleep_forever()
     assert caught.value.timeout == 0.01
     assert isinstance(caught.value.__cause__, anyio.get_cancelled_exc_class())
     assert breaker.state is State.OPEN
@@ -171,11 +170,10 @@ async def test_a_stale_failure_cannot_retrip_a_recovered_circuit(clock: Any) -> 
     let_fail = anyio.Event()
 
     async def slow_failure() -> None:
-        with pytest.raises(Boom):
-            with breaker.guard():
-                slow_started.set()
-                await let_fail.wait()
-                raise Boom
+        with pytest.raises(Boom), breaker.guard():
+            slow_started.set()
+            await let_fail.wait()
+            raise Boom
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(slow_failure)  # admitted while CLOSED, generation 0
@@ -220,18 +218,15 @@ async def test_record_and_ignore_rules_classify_exceptions() -> None:
         ignore=Harmless,
     )
     for error in (Harmless(), ValueError()):
-        with pytest.raises(type(error)):
-            with breaker.guard():
-                raise error
+        with pytest.raises(type(error)), breaker.guard():
+            raise error
     stats = breaker.stats()
     assert (stats.failures, stats.ignored) == (0, 2)
-    with pytest.raises(KeyError):
-        with breaker.guard():
-            raise KeyError("x")
+    with pytest.raises(KeyError), breaker.guard():
+        raise KeyError("x")
     assert breaker.stats().consecutive_failures == 1
-    with pytest.raises(Boom):
-        with breaker.guard():
-            raise Boom
+    with pytest.raises(Boom), breaker.guard():
+        raise Boom
     assert breaker.state is State.OPEN
 
 
@@ -240,9 +235,8 @@ async def test_ignored_can_count_as_success_and_break_a_run_of_failures() -> Non
         "svc", consecutive_failures=2, ignore=Harmless, ignored_counts_as_success=True
     )
     await trip(breaker)
-    with pytest.raises(Harmless):
-        with breaker.guard():
-            raise Harmless
+    with pytest.raises(Harmless), breaker.guard():
+        raise Harmless
     await trip(breaker)
     assert breaker.state is State.CLOSED
     assert breaker.stats().successes == 1
@@ -343,9 +337,8 @@ async def test_bulkhead_rejects_without_counting_a_failure() -> None:
         tg.start_soon(hold)
         tg.start_soon(hold)
         await until(lambda: inside == 2)
-        with pytest.raises(BulkheadFullError) as caught:
-            with breaker.guard():
-                pytest.fail("must not run")
+        with pytest.raises(BulkheadFullError) as caught, breaker.guard():
+            pytest.fail("must not run")
         assert caught.value.limit == 2
         release.set()
     stats = breaker.stats()
@@ -396,9 +389,8 @@ async def test_bulkhead_bounded_wait_gives_up() -> None:
 async def test_an_open_circuit_rejects_before_the_bulkhead(clock: Any) -> None:
     breaker = Breaker("svc", consecutive_failures=1, max_concurrent=1, clock=clock)
     await trip(breaker)
-    with pytest.raises(CircuitOpenError):
-        with breaker.guard():
-            pass
+    with pytest.raises(CircuitOpenError), breaker.guard():
+        pass
     assert breaker.stats().bulkhead_rejections == 0
 
 
@@ -423,9 +415,8 @@ async def test_a_probe_refused_by_the_bulkhead_gives_its_permit_back(clock: Any)
     async with anyio.create_task_group() as tg:
         tg.start_soon(hold_slot_as_probe)
         await entered.wait()
-        with pytest.raises(BulkheadFullError):
-            with breaker.guard():
-                pytest.fail("must not run")
+        with pytest.raises(BulkheadFullError), breaker.guard():
+            pytest.fail("must not run")
         assert breaker.stats().probes_in_flight == 1  # only the running probe holds one
         tg.cancel_scope.cancel()
     assert breaker.stats().probes_in_flight == 0

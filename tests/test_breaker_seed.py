@@ -26,26 +26,22 @@ async def succeed() -> str:
 
 async def fail_through(breaker: Breaker, times: int) -> None:
     for _ in range(times):
-        with pytest.raises(Boom):
-            with breaker.guard():
-                await fail()
+        with pytest.raises(Boom), breaker.guard():
+            await fail()
 
 
 async def test_five_failures_within_sixty_seconds_open_it(clock: Any) -> None:
     breaker = Breaker("external_api", failures=5, within=60, reset_after=30, clock=clock)
     for _ in range(4):
-        with pytest.raises(Boom):
-            with breaker.guard():
-                await fail()
+        with pytest.raises(Boom), breaker.guard():
+            await fail()
         clock.advance(10)  # 4 failures over 40 s: still inside the window
     assert breaker.state is State.CLOSED
-    with pytest.raises(Boom):
-        with breaker.guard():
-            await fail()
+    with pytest.raises(Boom), breaker.guard():
+        await fail()
     assert breaker.state is State.OPEN
-    with pytest.raises(CircuitOpenError) as caught:
-        with breaker.guard():
-            pytest.fail("an open circuit must not run the call")
+    with pytest.raises(CircuitOpenError) as caught, breaker.guard():
+        pytest.fail("an open circuit must not run the call")
     assert caught.value.name == "external_api"
     assert caught.value.retry_after == pytest.approx(30.0)
 
@@ -146,9 +142,8 @@ async def test_an_async_on_open_runs_without_delaying_the_caller() -> None:
 
     breaker = Breaker("external_api", consecutive_failures=1, on_open=on_open)
     async with running(breaker):
-        with pytest.raises(Boom):
-            with breaker.guard():
-                await fail()
+        with pytest.raises(Boom), breaker.guard():
+            await fail()
         # The caller is back although on_open cannot finish yet.
         assert breaker.state is State.OPEN
         assert not finished.is_set()
@@ -164,10 +159,9 @@ async def test_a_hundred_concurrent_failures_count_exactly_a_hundred() -> None:
     gate = anyio.Event()
 
     async def one() -> None:
-        with pytest.raises(Boom):
-            with breaker.guard():
-                await gate.wait()
-                raise Boom
+        with pytest.raises(Boom), breaker.guard():
+            await gate.wait()
+            raise Boom
 
     async with anyio.create_task_group() as tg:
         for _ in range(100):
