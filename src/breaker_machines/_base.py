@@ -14,7 +14,7 @@ import random as _random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from ._core.errors import ConfigError
 from ._core.policy import Policy
@@ -69,10 +69,11 @@ def _rules(field: str, value: object) -> tuple[tuple[type[BaseException], ...], 
     )
     types: list[type[BaseException]] = []
     predicates: list[Any] = []
-    for item in items:
+    for entry in items:
+        item: Any = entry
         if isinstance(item, type) and issubclass(item, BaseException):
             types.append(item)
-        elif callable(item):
+        elif callable(item):  # pyright: ignore[reportUnknownArgumentType]
             predicates.append(item)
         else:
             raise ConfigError(field, item, "must be an exception type or a predicate")
@@ -103,7 +104,7 @@ class BreakerBase:
         "_clock",
         "_failure_if",
         "_failures",
-        "_fallback",
+        "_fallbacks",
         "_free",
         "_ignore_predicates",
         "_ignore_types",
@@ -232,9 +233,16 @@ class BreakerBase:
         if failure_if is not None and not callable(failure_if):
             raise ConfigError("failure_if", failure_if, "must be a predicate on the result")
         self._failure_if = failure_if
-        if isinstance(fallback, list) and not fallback:
-            raise ConfigError("fallback", fallback, "an empty list of fallbacks answers nothing")
-        self._fallback = fallback
+        chain: tuple[Any, ...]
+        if isinstance(fallback, list):
+            chain = tuple(cast(list[Any], fallback))  # type: ignore[redundant-cast]
+            if not chain:
+                raise ConfigError(
+                    "fallback", cast(object, fallback), "an empty list of fallbacks answers nothing"
+                )
+        else:
+            chain = () if fallback is NO_FALLBACK else (fallback,)
+        self._fallbacks: tuple[Any, ...] = chain
 
         if max_concurrent is not None and (
             isinstance(max_concurrent, bool)
@@ -428,12 +436,6 @@ class BreakerBase:
                 extra={"breaker": self.name},
             )
             return False
-
-    def _fallback_chain(self) -> list[Any]:
-        fallback = self._fallback
-        if isinstance(fallback, list):
-            return list(fallback)  # pyright: ignore[reportUnknownArgumentType]
-        return [fallback]
 
     # ------------------------------------------------------------------ callbacks
 

@@ -11,15 +11,15 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import Any, Final, NoReturn, ParamSpec, TypeVar
+from typing import Any, Final, NoReturn, ParamSpec, TypeVar, cast
 
 import anyio
 import anyio.abc
 
-from ._base import NO_FALLBACK, BreakerBase
+from ._base import BreakerBase
 from ._core.status import Outcome
 from .errors import (
     BreakerError,
@@ -51,6 +51,12 @@ class Guard:
     """
 
     __slots__ = ("_b", "_gen", "_probe", "_scope", "_slot", "_start")
+
+    _gen: int
+    _probe: int | None
+    _scope: anyio.CancelScope | None
+    _slot: bool
+    _start: float
 
     def __init__(self, breaker: Breaker) -> None:
         self._b = breaker
@@ -129,28 +135,27 @@ class Guard:
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool:
+    ) -> None:
         b = self._b
         if b._plain:
             if exc_type is None:
                 if b._inert:
                     b._successes += 1
-                    return False
+                    return
                 b._record(_SUCCESS, 0.0, self._gen, self._probe)
-                return False
+                return
             assert exc is not None
             b._record(b._classify(exc), 0.0, self._gen, self._probe)
-            return False
+            return
         self._settle(exc_type, exc, tb, failed_result=False)
-        return False
 
     async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool:
-        return self.__exit__(exc_type, exc, tb)
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
 
     def _settle(
         self,
@@ -232,9 +237,9 @@ class Breaker(BreakerBase):
         try:
             await guard.__aenter__()
         except BreakerError as error:
-            if self._fallback is NO_FALLBACK:
+            if not self._fallbacks:
                 raise
-            return await self._apply_fallback(error)
+            return cast(T, await self._apply_fallback(error))
         try:
             result = await fn(*args, **kwargs)
         except BaseException as error:
@@ -243,16 +248,16 @@ class Breaker(BreakerBase):
                     type(error), error, error.__traceback__, failed_result=False
                 )
             except CircuitTimeoutError as timeout_error:
-                if self._fallback is NO_FALLBACK:
+                if not self._fallbacks:
                     raise
-                return await self._apply_fallback(timeout_error)
-            if outcome is _FAILURE and self._fallback is not NO_FALLBACK:
-                return await self._apply_fallback(error)
+                return cast(T, await self._apply_fallback(timeout_error))
+            if outcome is _FAILURE and self._fallbacks:
+                return cast(T, await self._apply_fallback(error))
             raise
         failed = self._failure_if is not None and self._refuses(result)
         guard._settle(None, None, None, failed_result=failed)
-        if failed and self._fallback is not NO_FALLBACK:
-            return await self._apply_fallback(FailedResultError(self.name, result))
+        if failed and self._fallbacks:
+            return cast(T, await self._apply_fallback(FailedResultError(self.name, result)))
         return result
 
     def __call__(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
@@ -269,9 +274,8 @@ class Breaker(BreakerBase):
 
     async def _apply_fallback(self, error: BaseException) -> Any:
         """Answer with the fallback: a value, a (sync or async) callable, or a list of them."""
-        chain = self._fallback_chain()
         last: BaseException = error
-        for candidate in chain:
+        for candidate in self._fallbacks:
             if not callable(candidate):
                 return candidate
             try:
@@ -322,6 +326,7 @@ class Breaker(BreakerBase):
                     if self._kick.is_set():
                         self._kick = anyio.Event()
                     self._tick()
+            raise AssertionError("unreachable: the runner loops until cancelled")
         finally:
             self._kick = None
             self._runner_active = False
@@ -334,7 +339,7 @@ class Breaker(BreakerBase):
 
 
 @asynccontextmanager
-async def running(*breakers: Breaker) -> AsyncIterator[None]:
+async def running(*breakers: Breaker) -> AsyncGenerator[None, None]:
     """Run the runners of ``breakers`` for the duration of an ``async with`` block.
 
     ``async with running(a, b): ...`` starts one runner per breaker in a task group of its

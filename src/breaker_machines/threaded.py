@@ -13,7 +13,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Final, NoReturn, ParamSpec, TypeVar
 
-from ._base import NO_FALLBACK, BreakerBase
+from ._base import BreakerBase
 from ._core.errors import ConfigError
 from ._core.records import Admitted, Event, Rejected
 from ._core.status import Outcome, State
@@ -76,9 +76,8 @@ class ThreadedGuard:
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool:
+    ) -> None:
         self._settle(exc, failed_result=False)
-        return False
 
     def _settle(self, exc: BaseException | None, *, failed_result: bool) -> Outcome:
         b = self._b
@@ -155,19 +154,19 @@ class ThreadedBreaker(BreakerBase):
         try:
             guard.__enter__()
         except BreakerError as error:
-            if self._fallback is NO_FALLBACK:
+            if not self._fallbacks:
                 raise
             return self._apply_fallback(error)  # type: ignore[no-any-return]
         try:
             result = fn(*args, **kwargs)
         except BaseException as error:
             outcome = guard._settle(error, failed_result=False)
-            if outcome is _FAILURE and self._fallback is not NO_FALLBACK:
+            if outcome is _FAILURE and self._fallbacks:
                 return self._apply_fallback(error)  # type: ignore[no-any-return]
             raise
         failed = self._failure_if is not None and self._refuses(result)
         guard._settle(None, failed_result=failed)
-        if failed and self._fallback is not NO_FALLBACK:
+        if failed and self._fallbacks:
             return self._apply_fallback(FailedResultError(self.name, result))  # type: ignore[no-any-return]
         return result
 
@@ -184,9 +183,8 @@ class ThreadedBreaker(BreakerBase):
         return guarded
 
     def _apply_fallback(self, error: BaseException) -> Any:
-        chain = self._fallback_chain()
         last: BaseException = error
-        for candidate in chain:
+        for candidate in self._fallbacks:
             if not callable(candidate):
                 return candidate
             try:

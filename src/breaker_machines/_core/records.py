@@ -11,6 +11,7 @@ bare tuples.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar
 
 from .status import Outcome, Reason, State
@@ -41,19 +42,20 @@ __all__ = [
 ]
 
 _R = TypeVar("_R")
+_tuple_eq: Callable[[tuple[Any, ...], object], bool] = tuple.__eq__  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
 
 
 def _typed_equality(cls: type[_R]) -> type[_R]:
     """Make a NamedTuple compare equal only to instances of its own class."""
 
     def __eq__(self: tuple[Any, ...], other: object) -> bool:
-        return type(self) is type(other) and tuple.__eq__(self, other)  # type: ignore[arg-type]
+        return type(self) is type(other) and _tuple_eq(self, other)
 
     def __ne__(self: tuple[Any, ...], other: object) -> bool:
         return not __eq__(self, other)
 
     def __hash__(self: tuple[Any, ...]) -> int:
-        return hash((type(self).__name__, tuple.__hash__(self)))
+        return hash((type(self).__name__, *self))
 
     cls.__eq__ = __eq__  # type: ignore[assignment,method-assign]
     cls.__ne__ = __ne__  # type: ignore[assignment,method-assign]
