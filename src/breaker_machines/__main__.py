@@ -1,0 +1,37 @@
+"""``python -m breaker_machines``: the command line."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+
+import anyio
+
+from .demo import run_demo
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m breaker_machines`` and the ``breaker-machines`` script."""
+    parser = argparse.ArgumentParser(prog="breaker-machines", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser("demo", help="watch a breaker protect a flaky service")
+    demo.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
+    demo.add_argument("--seconds", type=float, default=9.0, help="how long to run (default 9)")
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        if not 1.0 <= args.seconds <= 600.0:
+            parser.error(f"--seconds={args.seconds}: must be between 1 and 600")
+        if args.backend == "trio":
+            import importlib.util
+
+            if importlib.util.find_spec("trio") is None:
+                parser.error("--backend trio needs trio: pip install 'breaker-machines[trio]'")
+        anyio.run(functools.partial(run_demo, args.seconds), backend=args.backend)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
