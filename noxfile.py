@@ -1,0 +1,100 @@
+"""Development sessions: ``nox -s tests lint typecheck coverage``.
+
+``tests`` runs on every supported Python found on this machine (``python3.X`` on PATH, or a
+pyenv install under ``~/.pyenv/versions``). Set ``HYPOTHESIS_PROFILE=ci`` for the heavier,
+derandomised Hypothesis profile that ``.ci/run`` uses.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+from pathlib import Path
+
+import nox
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_missing_interpreters = True
+nox.options.sessions = ["tests", "lint", "typecheck", "coverage"]
+
+ROOT = Path(__file__).parent
+PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
+SUPPORTED = ["3.10", "3.11", "3.12", "3.13"]
+CORE_COVERAGE = 100
+PACKAGE_COVERAGE_REPORTED = True
+
+
+def _interpreter(version: str) -> str | None:
+    """An interpreter for ``version``: on PATH, else the newest pyenv install of it."""
+    on_path = shutil.which(f"python{version}")
+    if on_path and os.access(on_path, os.X_OK) and "/shims/" not in on_path:
+        return on_path
+    home = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    found = sorted(glob.glob(str(home / "versions" / f"{version}.*" / "bin" / f"python{version}")))
+    return found[-1] if found else None
+
+
+PYTHONS = [path for version in SUPPORTED if (path := _interpreter(version))]
+
+
+def _install(session: nox.Session, *groups: str, extras: str = "trio") -> None:
+    for group in groups:
+        session.install(*nox.project.dependency_groups(PYPROJECT, group))
+    session.install("-e", f".[{extras}]" if extras else ".")
+
+
+@nox.session(python=PYTHONS)
+def tests(session: nox.Session) -> None:
+    """pytest over tests/ and properties/."""
+    _install(session, "test")
+    session.run("python", "-m", "pytest", "tests", "properties", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
+    paths = ["src", "tests", "properties", "benchmarks", "scripts", "noxfile.py"]
+    session.run("ruff", "check", *paths)
+    session.run("ruff", "format", "--check", *paths)
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict and pyright (strict) on src/ and the typing tests."""
+    _install(session, "typecheck", "test")
+    session.run("mypy", "--strict", "src")
+    session.run("mypy", "--strict", "tests/typing")
+    session.run("pyright", "src")
+    session.run("pyright", "-p", "tests/typing")
+
+
+@nox.session
+def coverage(session: nox.Session) -> None:
+    """Branch coverage: 100% of the core is required; the whole package is reported."""
+    _install(session, "test")
+    session.run("coverage", "erase")
+    session.run("coverage", "run", "-m", "pytest", "tests", "properties", "-q", *session.posargs)
+    session.run(
+        "coverage",
+        "report",
+        "--include=*/breaker_machines/_core/*",
+        f"--fail-under={CORE_COVERAGE}",
+    )
+    session.run("coverage", "report", "--fail-under=0")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The README's first command: ``python -m breaker_machines demo`` (args pass through)."""
+    session.install("-e", ".[trio]")
+    session.run("python", "-m", "breaker_machines", "demo", *session.posargs)
+
+
+@nox.session
+def docs_check(session: nox.Session) -> None:
+    """Fail if docs/design.md's generated state diagram and tables are stale."""
+    session.install("-e", ".")
+    session.run("python", "scripts/state_diagram.py", "--check")
