@@ -15,7 +15,7 @@ _BACKENDS = ["asyncio", "trio"]
 def test_memory_storage(backend: str) -> None:
     machine = breaker_machine(MemoryStorage, backend=backend)
     machine.TestCase.settings = settings(
-        settings.default, stateful_step_count=30, max_examples=settings.default.max_examples // 4
+        settings.default, stateful_step_count=40, max_examples=settings.default.max_examples // 2
     )
     machine.TestCase().runTest()
 
@@ -33,6 +33,6 @@ def test_memory_storage_with_rate_rules(backend: str) -> None:
         success_threshold=1,
     )
     machine.TestCase.settings = settings(
-        settings.default, stateful_step_count=30, max_examples=settings.default.max_examples // 4
+        settings.default, stateful_step_count=40, max_examples=settings.default.max_examples // 2
     )
     machine.TestCase().runTest()

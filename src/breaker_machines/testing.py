@@ -172,6 +172,7 @@ def breaker_machine(
                 self.rejected += 1
                 call.done.result(timeout=30)
                 return None
+            self.in_flight.append(call)  # first, so teardown cancels it whatever fails next
             assert before.status is not State.FORCED_OPEN, "a forced-open circuit admitted"
             if before.status is State.OPEN:
                 assert before.retry_at is not None
@@ -179,7 +180,6 @@ def breaker_machine(
             call.admitted_in = after.status
             if after.status is State.HALF_OPEN:
                 self.reached_while_half_open += 1
-            self.in_flight.append(call)
             return call
 
         def _settle(self, call: _Call) -> None:
