@@ -36,8 +36,9 @@ from ._core.records import (
     Transitioned,
     WakeAt,
 )
+from ._core.shortcuts import add_failures, failures_until_trip, inert_success
 from ._core.status import Outcome, State
-from ._core.transitions import inert_success, step
+from ._core.transitions import step
 from ._core.window import totals_at
 from .callbacks import Rejection, Transition, _Handler, handlers, logger
 from .errors import CircuitOpenError
@@ -119,6 +120,7 @@ class BreakerBase:
         "_on_reject",
         "_on_transition",
         "_pending",
+        "_pending_failures",
         "_random",
         "_record_predicates",
         "_record_types",
@@ -129,6 +131,7 @@ class BreakerBase:
         "_timed",
         "_timeout",
         "_timeouts",
+        "_until_trip",
         "_version",
         "_wake_at",
         "name",
@@ -296,6 +299,8 @@ class BreakerBase:
         status = state.status
         self._free = status is State.CLOSED or status is State.DISABLED
         self._inert = inert_success(self.policy, state)
+        self._until_trip = failures_until_trip(self.policy, state)
+        self._pending_failures = 0
         # The only timed work is OPEN -> HALF_OPEN, due at retry_at: derive the wake-up from
         # the state itself so it survives restores, manual controls and re-trips.
         self._wake_at = state.retry_at if status is State.OPEN else None
@@ -306,6 +311,8 @@ class BreakerBase:
         Runtimes that share a breaker between threads wrap this in their lock; callbacks
         are fired by the caller afterwards, outside any lock.
         """
+        if self._pending_failures:
+            self._fold()
         result = step(self.policy, self._state, event)
         new = result.state
         if new is self._state:
@@ -335,6 +342,13 @@ class BreakerBase:
                 assert isinstance(effect, WakeAt)
                 self._schedule_wake(effect.when)
         return result, announced
+
+    def _fold(self) -> None:
+        """Fold the failures counted without the core into its state (see ``_count``)."""
+        pending = self._pending_failures
+        if pending:
+            state = add_failures(self._state, pending)
+            self._install(state)  # resets the pending count
 
     def _schedule_wake(self, when: float) -> None:
         """Remember that a Tick is due at ``when`` (runtimes with a runner wake it up)."""
@@ -370,6 +384,12 @@ class BreakerBase:
         """Failure, ignored (or success) or cancelled, for an exception out of the call."""
         if not isinstance(error, Exception):
             return _CANCELLED  # cancellation from outside, KeyboardInterrupt, SystemExit...
+        if not self._classify_predicates:  # types only: two isinstance checks
+            if isinstance(error, self._ignore_types):
+                return _SUCCESS if self._ignored_counts_as_success else _IGNORED
+            if isinstance(error, self._record_types):
+                return _FAILURE
+            return _SUCCESS if self._ignored_counts_as_success else _IGNORED
         if isinstance(error, self._ignore_types) or self._matches(self._ignore_predicates, error):
             return _SUCCESS if self._ignored_counts_as_success else _IGNORED
         if isinstance(error, self._record_types) or self._matches(self._record_predicates, error):
@@ -408,19 +428,29 @@ class BreakerBase:
         if outcome is _SUCCESS:
             self._successes += 1
             if self._inert and probe is None:
-                return None
-        elif outcome is _FAILURE:
-            self._failures += 1
-        elif outcome is _TIMEOUT:
-            self._timeouts += 1
-        elif outcome is _CANCELLED:
-            self._cancelled += 1
-            if probe is None:
+                self._pending_failures = 0  # a success breaks the run
                 return None
         else:
-            self._ignored += 1
-            if probe is None:
-                return None
+            if outcome is _FAILURE:
+                self._failures += 1
+            elif outcome is _TIMEOUT:
+                self._timeouts += 1
+            if outcome is _FAILURE or outcome is _TIMEOUT:
+                # A run of failures that cannot trip yet only raises the core's
+                # consecutive count (core.failures_until_trip): count it here, fold it in
+                # before the next step(), and step the failure that trips.
+                pending = self._pending_failures + 1
+                if pending < self._until_trip and generation == self._version:
+                    self._pending_failures = pending
+                    return None
+            elif outcome is _CANCELLED:
+                self._cancelled += 1
+                if probe is None:
+                    return None
+            else:
+                self._ignored += 1
+                if probe is None:
+                    return None
         draw = self._random() if self._jitter else 0.5
         event = CallFinished(outcome, self._clock(), duration, generation, probe, draw)
         return self._step(event)[1]
@@ -541,11 +571,13 @@ class BreakerBase:
     @property
     def snapshot(self) -> BreakerState:
         """The core's full state record (immutable; safe to keep or serialise)."""
+        if self._pending_failures:
+            self._fold()
         return self._state
 
     def stats(self) -> BreakerStats:
         """A frozen snapshot of the state and counters."""
-        state = self._state
+        state = self.snapshot
         policy = self.policy
         now = self._clock()
         in_window = 0

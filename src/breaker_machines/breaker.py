@@ -20,10 +20,12 @@ import anyio
 import anyio.abc
 
 from ._base import BreakerBase
+from ._core.shortcuts import rejection_delay
 from ._core.status import Outcome
 from .errors import (
     BreakerError,
     BulkheadFullError,
+    CircuitOpenError,
     CircuitTimeoutError,
     ConfigError,
     FailedResultError,
@@ -69,6 +71,13 @@ class Guard:
             self._gen = b._version
             self._probe = None
             return self
+        if b._quick_reject:
+            delay = rejection_delay(b._state, b._clock())
+            if delay is not None:  # the core would only reject: skip building an event
+                b._rejections += 1
+                raise CircuitOpenError(
+                    b.name, None if delay == math.inf else delay, b._state.status
+                )
         self._permit()
         self._slot = False
         if b._limiter is not None:
@@ -141,11 +150,19 @@ class Guard:
             if exc_type is None:
                 if b._inert:
                     b._successes += 1
+                    b._pending_failures = 0
                     return
                 b._record(_SUCCESS, 0.0, self._gen, self._probe)
                 return
             assert exc is not None
-            b._record(b._classify(exc), 0.0, self._gen, self._probe)
+            outcome = b._classify(exc)
+            if outcome is _FAILURE:  # the common case inline: a failure that cannot trip yet
+                pending = b._pending_failures + 1
+                if pending < b._until_trip and self._gen == b._version:
+                    b._failures += 1
+                    b._pending_failures = pending
+                    return
+            b._record(outcome, 0.0, self._gen, self._probe)
             return
         self._settle(exc_type, exc, tb, failed_result=False)
 
@@ -210,13 +227,14 @@ class Breaker(BreakerBase):
     callbacks and on-time half-opening.
     """
 
-    __slots__ = ("_kick", "_limiter", "_plain", "_runner_active")
+    __slots__ = ("_kick", "_limiter", "_plain", "_quick_reject", "_runner_active")
 
     def _setup(self) -> None:
         self._limiter = (
             anyio.CapacityLimiter(self._max_concurrent) if self._max_concurrent else None
         )
         self._plain = self._limiter is None and self._timeout is None and not self._timed
+        self._quick_reject = not self._on_reject  # on_reject callbacks need the slow path
         self._kick: anyio.Event | None = None
         self._runner_active = False
 
@@ -235,7 +253,10 @@ class Breaker(BreakerBase):
         """
         guard = Guard(self)
         try:
-            await guard.__aenter__()
+            if self._bulkhead_wait > 0.0:
+                await guard.__aenter__()
+            else:
+                guard.__enter__()
         except BreakerError as error:
             if not self._fallbacks:
                 raise
@@ -264,13 +285,24 @@ class Breaker(BreakerBase):
         """Decorate an async function so every call goes through :meth:`call`."""
         if not callable(fn):
             raise ConfigError("fn", fn, "must be an async function")
-        call = self.call
+        if self._fallbacks or self._failure_if is not None or self._bulkhead_wait > 0.0:
+            call = self.call
+
+            @functools.wraps(fn)
+            async def guarded(*args: P.args, **kwargs: P.kwargs) -> T:
+                return await call(fn, *args, **kwargs)
+
+            return guarded
+
+        breaker = self
 
         @functools.wraps(fn)
-        async def guarded(*args: P.args, **kwargs: P.kwargs) -> T:
-            return await call(fn, *args, **kwargs)
+        async def guarded_plainly(*args: P.args, **kwargs: P.kwargs) -> T:
+            # Nothing to apply after the call: the guard alone, with no extra coroutine.
+            with Guard(breaker):
+                return await fn(*args, **kwargs)
 
-        return guarded
+        return guarded_plainly
 
     async def _apply_fallback(self, error: BaseException) -> Any:
         """Answer with the fallback: a value, a (sync or async) callable, or a list of them."""

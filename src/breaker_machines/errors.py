@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ._core.errors import ConfigError, InvalidEvent
 from ._core.status import State
 
@@ -32,12 +34,28 @@ class CircuitOpenError(BreakerError):
     accumulate.
     """
 
-    __slots__ = ("name", "retry_after", "state")
+    # No __init__ of our own: BaseException's C-level one stores the arguments, which keeps a
+    # rejection cheap; the fields read them back.
+    args: tuple[str, float | None, State]
 
-    def __init__(self, name: str, retry_after: float | None, state: State) -> None:
-        self.name = name
-        self.retry_after = retry_after
-        self.state = state
+    if TYPE_CHECKING:
+
+        def __init__(self, name: str, retry_after: float | None, state: State) -> None: ...
+
+    @property
+    def name(self) -> str:
+        """The breaker's name."""
+        return self.args[0]
+
+    @property
+    def retry_after(self) -> float | None:
+        """Seconds until the circuit admits again; None while forced open."""
+        return self.args[1]
+
+    @property
+    def state(self) -> State:
+        """The circuit's state when it rejected the call."""
+        return self.args[2]
 
     def __str__(self) -> str:
         if self.retry_after is None:
@@ -46,9 +64,6 @@ class CircuitOpenError(BreakerError):
             f"circuit {self.name!r} is {self.state.value}: "
             f"rejected, retry after {self.retry_after:.3f}s"
         )
-
-    def __reduce__(self) -> tuple[type[CircuitOpenError], tuple[str, float | None, State]]:
-        return (CircuitOpenError, (self.name, self.retry_after, self.state))
 
 
 class BulkheadFullError(BreakerError):

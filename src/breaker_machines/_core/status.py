@@ -21,6 +21,11 @@ class State(enum.Enum):
     FORCED_OPEN = "forced_open"
     DISABLED = "disabled"
 
+    # Members are singletons compared by identity; hashing by identity is the C-level
+    # object hash instead of Enum's Python-level hash of the name (the transition table is
+    # looked up by state on every event).
+    __hash__ = object.__hash__
+
 
 class Outcome(enum.Enum):
     """How an admitted call ended, as classified by the runtime.
@@ -35,6 +40,8 @@ class Outcome(enum.Enum):
     TIMEOUT = "timeout"
     CANCELLED = "cancelled"
     IGNORED = "ignored"
+
+    __hash__ = object.__hash__
 
 
 class Reason(enum.Enum):
@@ -51,5 +58,12 @@ class Reason(enum.Enum):
     FORCED_CLOSE = "forced_close"
     RESET = "reset"
     DISABLED = "disabled"
+
+    # Members are singletons compared by identity; hashing by identity is the C-level
+    # object hash instead of Enum's Python-level hash of the name (the transition table is
+    # looked up by state on every event).
+    __hash__ = object.__hash__
     ENABLED = "enabled"
     REMOTE = "remote"
+
+    __hash__ = object.__hash__

@@ -59,6 +59,7 @@ from .records import (
     Tick,
     Transitioned,
     WakeAt,
+    Window,
 )
 from .status import Outcome, Reason, State
 
@@ -209,7 +210,7 @@ def _trip_reason(policy: Policy, state: BreakerState) -> Reason | None:
     return None
 
 
-def _rate_index(policy: Policy, window: _window.Window, now: float) -> int:
+def _rate_index(policy: Policy, window: Window, now: float) -> int:
     """The bucket an outcome arriving now belongs to in the rate window."""
     if policy.rate_bucket_calls:
         if window.buckets and window.buckets[0][0] >= policy.rate_bucket_calls:
@@ -353,6 +354,7 @@ def _expire(policy: Policy, state: BreakerState, event: Event) -> Step:
 def _release_probe(policy: Policy, state: BreakerState, event: Event) -> Step:
     """HALF_OPEN: storage says a probe's lease expired: free its permit."""
     assert isinstance(event, LeaseExpired)
+    state = _expire_leases(state, event.now)
     remaining = tuple(p for p in state.probes if p.id != event.probe)
     if len(remaining) == len(state.probes):
         return Step(state, _NO_EFFECTS)
@@ -476,7 +478,12 @@ def step(policy: Policy, state: BreakerState, event: Event) -> Step:
     now = event.now
     if not isinstance(now, (int, float)) or now - now != 0.0:
         raise InvalidEvent(f"now={now!r} is not a finite time")
-    return handler(policy, state, event)
+    try:
+        return handler(policy, state, event)
+    except OverflowError:
+        # A finite time can still be too large for the arithmetic: 1e308 // 0.1 is inf,
+        # which has no bucket index; an int time beyond float range cannot become one.
+        raise InvalidEvent(f"now={now!r} is out of range") from None
 
 
 def inert_success(policy: Policy, state: BreakerState) -> bool:

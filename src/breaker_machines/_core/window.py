@@ -14,7 +14,7 @@ alongside the buckets, so reading them is O(1) too.
 
 from __future__ import annotations
 
-from .records import EMPTY_WINDOW, Window
+from .records import Window
 
 __all__ = ["add", "totals_at"]
 
@@ -81,8 +81,3 @@ def totals_at(window: Window, n: int, index: int) -> tuple[int, int, int]:
         failures -= dropped_failures
         slows -= dropped_slow
     return calls, failures, slows
-
-
-def is_empty(window: Window) -> bool:
-    """True for a window that has seen nothing since it was (re)started."""
-    return window is EMPTY_WINDOW or not window.buckets
