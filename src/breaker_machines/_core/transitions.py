@@ -263,9 +263,11 @@ def _count(policy: Policy, state: BreakerState, event: Event) -> Step:
         index = _rate_index(policy, rate_window, now)
         slow = _is_slow(policy, event.duration)
         rate_window = _window.add(rate_window, policy.bucket_count, index, failed, slow)
+    # Only the counters move: opened_at and retry_at stay as they were (None, unless a
+    # remote CLOSED state carried them), so this equals shortcuts.add_failures().
     new = BreakerState(CLOSED, state.version, state.consecutive_failures + 1 if failed else 0,
-                       0, failure_window, rate_window, None, None, state.trips, (),
-                       state.next_probe)  # fmt: skip
+                       0, failure_window, rate_window, state.opened_at, state.retry_at,
+                       state.trips, (), state.next_probe)  # fmt: skip
     reason = _trip_reason(policy, new)
     if reason is not None:
         return _open(policy, state, now, event.draw, reason)
