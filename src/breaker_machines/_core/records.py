@@ -2,7 +2,8 @@
 
 Every record is immutable and has no ``__dict__``. They are ``NamedTuple`` classes rather
 than frozen dataclasses on purpose: two of them (an outcome event and a new state) are built
-on every counted call, and a ``NamedTuple`` is built by one C call while a frozen dataclass
+on every counted call, and a ``NamedTuple`` is built by its generated ``__new__`` (one small
+Python frame, then C) while a frozen dataclass
 assigns each field through ``object.__setattr__`` (measured on the reference machine: 0.4 us
 against 1.4 us for five fields, 0.7 us against 4.7 us for twenty). Equality is made
 type-aware (``Tick(1.0) != CallRequested(1.0)``) so the records behave as records, not as
