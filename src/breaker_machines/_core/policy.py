@@ -192,6 +192,14 @@ class Policy:
             count = self.buckets
         elif window_calls is not None and self.window is None:
             count = _largest_divisor_at_most(window_calls, _DEFAULT_BUCKETS)
+            if window_calls > _DEFAULT_BUCKETS and count < _DEFAULT_BUCKETS // 2:
+                raise ConfigError(
+                    "window_calls",
+                    window_calls,
+                    f"has no divisor between {_DEFAULT_BUCKETS // 2} and {_DEFAULT_BUCKETS} to "
+                    "split it into buckets (the window would empty all at once): pass "
+                    "buckets= (a divisor of window_calls) or choose a rounder window_calls",
+                )
         else:
             count = _DEFAULT_BUCKETS
         set_(self, "bucket_count", count)
@@ -199,6 +207,12 @@ class Policy:
         set_(self, "rate_width", (self.window / count) if self.window is not None else 0.0)
         set_(self, "rate_bucket_calls", (window_calls // count) if window_calls is not None else 0)
         set_(self, "counts_rates", rates)
+        if rates and window_calls is not None and self.minimum_calls > window_calls:
+            raise ConfigError(
+                "minimum_calls",
+                self.minimum_calls,
+                f"can never be reached: the window holds at most window_calls={window_calls} calls",
+            )
         if self.within is not None and self.within_width <= 0.0:
             raise ConfigError("within", self.within, f"is too small for {count} buckets")
         if self.window is not None and self.rate_width <= 0.0:
