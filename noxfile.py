@@ -56,7 +56,7 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check."""
     session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
-    paths = ["src", "tests", "properties", "benchmarks", "scripts", "noxfile.py"]
+    paths = ["src", "tests", "properties", "benchmarks", "scripts", "examples", "noxfile.py"]
     session.run("ruff", "check", *paths)
     session.run("ruff", "format", "--check", *paths)
 
