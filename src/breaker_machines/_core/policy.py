@@ -18,6 +18,7 @@ __all__ = ["Policy"]
 _MAX_BUCKETS = 1000
 _DEFAULT_BUCKETS = 10
 _DEFAULT_WINDOW_CALLS = 100
+_SMALLEST_DURATION = math.nextafter(0.0, 1.0)
 
 
 def _check_count(name: str, value: object, *, minimum: int = 1) -> None:
@@ -233,4 +234,4 @@ class Policy:
                 duration = cap
         if self.jitter:
             duration *= 1.0 + self.jitter * (2.0 * draw - 1.0)
-        return duration
+        return max(duration, _SMALLEST_DURATION)  # a tiny reset_after never jitters to 0

@@ -76,6 +76,7 @@ FAILURE: Final = Outcome.FAILURE
 TIMEOUT: Final = Outcome.TIMEOUT
 
 _NO_EFFECTS: tuple[Effect, ...] = ()
+_LARGEST_TIME: Final = 2**1000  # an int time must convert to a float without overflow
 
 Handler = Callable[[Policy, BreakerState, Event], Step]
 
@@ -396,12 +397,26 @@ def _manual(policy: Policy, state: BreakerState, event: Event) -> Step:
     return _transition(state, target, reason, new)
 
 
+def _is_time(value: object) -> bool:
+    """None, or a finite float (or an int in float range): what a stored time may be."""
+    if value is None:
+        return True
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return -_LARGEST_TIME < value < _LARGEST_TIME and value - value == 0.0
+
+
 def _adopt(policy: Policy, state: BreakerState, event: Event) -> Step:
     """Any state: shared storage has a newer version; adopt it as it is."""
     assert isinstance(event, RemoteObserved)
     if event.version <= state.version:
         return Step(state, _NO_EFFECTS)
-    if not isinstance(event.status, State) or event.trips < 0:
+    if (
+        not isinstance(event.status, State)
+        or not isinstance(event.trips, int)
+        or event.trips < 0
+        or not (_is_time(event.opened_at) and _is_time(event.retry_at))
+    ):
         raise InvalidEvent(f"remote state {event!r} is malformed")
     if event.status is OPEN and event.retry_at is None:
         raise InvalidEvent("a remote OPEN state must have retry_at")
@@ -478,7 +493,12 @@ def step(policy: Policy, state: BreakerState, event: Event) -> Step:
     if handler is None:
         raise InvalidEvent(f"{type(event).__name__} is not an event (state {state.status!r})")
     now = event.now
-    if not isinstance(now, (int, float)) or now - now != 0.0:
+    if now.__class__ is not float:
+        if isinstance(now, bool) or not isinstance(now, int):
+            raise InvalidEvent(f"now={now!r} is not a finite time")
+        if not -_LARGEST_TIME < now < _LARGEST_TIME:
+            raise InvalidEvent(f"now={now!r} is out of range")
+    elif now - now != 0.0:
         raise InvalidEvent(f"now={now!r} is not a finite time")
     try:
         return handler(policy, state, event)

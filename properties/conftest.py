@@ -1,0 +1,41 @@
+"""Hypothesis profiles for the property suites.
+
+* ``dev`` (the default): quick enough to run on every change; keeps the example database
+  (``.hypothesis/``) so a failure found once is replayed first next time.
+* ``ci``: many more examples, derandomized (every CI run tests the same examples), no
+  database, and the reproduction blob printed on failure.
+
+Pick one with ``HYPOTHESIS_PROFILE=dev|ci``; when it is unset, ``CI=true`` (what GitHub
+Actions and most CI services export) selects ``ci``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "dev",
+    max_examples=100,
+    deadline=None,
+)
+settings.register_profile(
+    "ci",
+    max_examples=1000,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+
+def _profile_name() -> str:
+    explicit = os.environ.get("HYPOTHESIS_PROFILE")
+    if explicit:
+        return explicit
+    return "ci" if os.environ.get("CI", "").strip().lower() == "true" else "dev"
+
+
+settings.load_profile(_profile_name())
