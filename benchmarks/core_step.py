@@ -29,10 +29,10 @@ NOW = 1000.0
 POLICIES: dict[str, Policy] = {
     "consecutive failures": Policy(consecutive_failures=NEVER),
     "failures within 60 s": Policy(failures=NEVER, within=60.0),
-    "failure rate, last 100 calls": Policy(failure_rate=1.0, minimum_calls=NEVER, window_calls=100),
+    "failure rate, last 100 calls": Policy(failure_rate=1.0, minimum_calls=100, window_calls=100),
     "failure rate, last 60 s": Policy(failure_rate=1.0, minimum_calls=NEVER, window=60.0),
     "slow call rate, last 100 calls": Policy(
-        slow_call_rate=1.0, slow_call_duration=1.0, minimum_calls=NEVER, window_calls=100
+        slow_call_rate=1.0, slow_call_duration=1.0, minimum_calls=100, window_calls=100
     ),
 }
 

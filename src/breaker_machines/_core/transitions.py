@@ -76,6 +76,7 @@ FAILURE: Final = Outcome.FAILURE
 TIMEOUT: Final = Outcome.TIMEOUT
 
 _NO_EFFECTS: tuple[Effect, ...] = ()
+_INFINITY: Final = float("inf")
 _LARGEST_TIME: Final = 2**1000  # an int time must convert to a float without overflow
 
 Handler = Callable[[Policy, BreakerState, Event], Step]
@@ -178,7 +179,7 @@ def _check_finished(state: BreakerState, event: CallFinished) -> bool:
         )
     if event.probe is not None and not 0 <= event.probe < state.next_probe:
         raise InvalidEvent(f"probe permit {event.probe} was never issued")
-    if not event.duration >= 0.0 or event.duration == float("inf"):
+    if not 0.0 <= event.duration < _INFINITY:
         raise InvalidEvent(f"duration {event.duration!r} is not a finite, non-negative number")
     if not 0.0 <= event.draw <= 1.0:
         raise InvalidEvent(f"draw {event.draw!r} is not in [0, 1]")
@@ -483,13 +484,20 @@ TABLE: Final[dict[tuple[State, type], Handler]] = {
 }
 
 
+#: :data:`TABLE` as one dict per state: the same handlers, one lookup less per event.
+_DISPATCH: Final[dict[State, dict[type, Handler]]] = {
+    status: {event_type: h for (s, event_type), h in TABLE.items() if s is status}
+    for status in State
+}
+
+
 def step(policy: Policy, state: BreakerState, event: Event) -> Step:
     """Apply ``event`` to ``state`` under ``policy``; return the next state and its effects.
 
     Pure: it reads no clock, draws no random number and does no I/O. Raises
     :class:`~breaker_machines.InvalidEvent` (and nothing else) for an impossible input.
     """
-    handler = TABLE.get((state.status, type(event)))
+    handler = _DISPATCH[state.status].get(type(event))
     if handler is None:
         raise InvalidEvent(f"{type(event).__name__} is not an event (state {state.status!r})")
     now = event.now
