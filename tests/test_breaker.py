@@ -661,3 +661,14 @@ def test_policy_and_rule_options_are_exclusive() -> None:
     with pytest.raises(ConfigError) as caught:
         Breaker("svc", policy=Policy(consecutive_failures=2), failures=3, within=10)
     assert caught.value.field == "failures"
+
+
+async def test_classification_by_exception_class_stays_right_past_the_type_memo() -> None:
+    breaker = Breaker("svc", consecutive_failures=1000, ignore=Harmless)
+    kinds = [type(f"E{i}", (Boom if i % 2 else Harmless,), {}) for i in range(200)]
+    for kind in kinds * 2:
+        with pytest.raises(kind), breaker.guard():
+            raise kind
+    stats = breaker.stats()
+    assert (stats.failures, stats.ignored) == (200, 200)
+    assert len(breaker._outcomes_by_type) <= 64

@@ -50,6 +50,7 @@ __all__ = ["NO_FALLBACK", "BreakerBase", "ExceptionRule"]
 NO_FALLBACK: Final[Any] = object()
 _DEFAULT_CONSECUTIVE_FAILURES: Final = 5
 _MAX_PENDING_CALLBACKS: Final = 1000
+_MAX_REMEMBERED_TYPES: Final = 64
 
 ExceptionRule = type[BaseException] | Callable[[BaseException], bool]
 """An exception type, or a predicate on the exception."""
@@ -119,19 +120,20 @@ class BreakerBase:
         "_on_open",
         "_on_reject",
         "_on_transition",
+        "_outcomes_by_type",
         "_pending",
-        "_pending_failures",
         "_random",
         "_record_predicates",
         "_record_types",
         "_rejections",
+        "_room",
+        "_room_full",
         "_state",
         "_storage",
         "_successes",
         "_timed",
         "_timeout",
         "_timeouts",
-        "_until_trip",
         "_version",
         "_wake_at",
         "name",
@@ -232,6 +234,8 @@ class BreakerBase:
         self._record_types, self._record_predicates = _rules("record", record)
         self._ignore_types, self._ignore_predicates = _rules("ignore", ignore)
         self._classify_predicates = bool(self._record_predicates or self._ignore_predicates)
+        # With type rules only, an exception's class decides its outcome: remember it.
+        self._outcomes_by_type: dict[type[BaseException], Outcome] = {}
         self._ignored_counts_as_success = bool(ignored_counts_as_success)
         if failure_if is not None and not callable(failure_if):
             raise ConfigError("failure_if", failure_if, "must be a predicate on the result")
@@ -299,8 +303,10 @@ class BreakerBase:
         status = state.status
         self._free = status is State.CLOSED or status is State.DISABLED
         self._inert = inert_success(self.policy, state)
-        self._until_trip = failures_until_trip(self.policy, state)
-        self._pending_failures = 0
+        # Failures the runtime may count without the core before the one that trips
+        # (core.failures_until_trip): _room_full - _room of them are pending.
+        self._room_full = max(failures_until_trip(self.policy, state) - 1, 0)
+        self._room = self._room_full
         # The only timed work is OPEN -> HALF_OPEN, due at retry_at: derive the wake-up from
         # the state itself so it survives restores, manual controls and re-trips.
         self._wake_at = state.retry_at if status is State.OPEN else None
@@ -311,7 +317,7 @@ class BreakerBase:
         Runtimes that share a breaker between threads wrap this in their lock; callbacks
         are fired by the caller afterwards, outside any lock.
         """
-        if self._pending_failures:
+        if self._room != self._room_full:
             self._fold()
         result = step(self.policy, self._state, event)
         new = result.state
@@ -345,7 +351,7 @@ class BreakerBase:
 
     def _fold(self) -> None:
         """Fold the failures counted without the core into its state (see ``_count``)."""
-        pending = self._pending_failures
+        pending = self._room_full - self._room
         if pending:
             state = add_failures(self._state, pending)
             self._install(state)  # resets the pending count
@@ -384,12 +390,16 @@ class BreakerBase:
         """Failure, ignored (or success) or cancelled, for an exception out of the call."""
         if not isinstance(error, Exception):
             return _CANCELLED  # cancellation from outside, KeyboardInterrupt, SystemExit...
-        if not self._classify_predicates:  # types only: two isinstance checks
+        if not self._classify_predicates:  # types only: the class decides
             if isinstance(error, self._ignore_types):
-                return _SUCCESS if self._ignored_counts_as_success else _IGNORED
-            if isinstance(error, self._record_types):
-                return _FAILURE
-            return _SUCCESS if self._ignored_counts_as_success else _IGNORED
+                outcome = _SUCCESS if self._ignored_counts_as_success else _IGNORED
+            elif isinstance(error, self._record_types):
+                outcome = _FAILURE
+            else:
+                outcome = _SUCCESS if self._ignored_counts_as_success else _IGNORED
+            if len(self._outcomes_by_type) < _MAX_REMEMBERED_TYPES:
+                self._outcomes_by_type[error.__class__] = outcome
+            return outcome
         if isinstance(error, self._ignore_types) or self._matches(self._ignore_predicates, error):
             return _SUCCESS if self._ignored_counts_as_success else _IGNORED
         if isinstance(error, self._record_types) or self._matches(self._record_predicates, error):
@@ -428,7 +438,7 @@ class BreakerBase:
         if outcome is _SUCCESS:
             self._successes += 1
             if self._inert and probe is None:
-                self._pending_failures = 0  # a success breaks the run
+                self._room = self._room_full  # a success breaks the run
                 return None
         else:
             if outcome is _FAILURE:
@@ -439,9 +449,8 @@ class BreakerBase:
                 # A run of failures that cannot trip yet only raises the core's
                 # consecutive count (core.failures_until_trip): count it here, fold it in
                 # before the next step(), and step the failure that trips.
-                pending = self._pending_failures + 1
-                if pending < self._until_trip and generation == self._version:
-                    self._pending_failures = pending
+                if self._room and generation == self._version:
+                    self._room -= 1
                     return None
             elif outcome is _CANCELLED:
                 self._cancelled += 1
@@ -571,7 +580,7 @@ class BreakerBase:
     @property
     def snapshot(self) -> BreakerState:
         """The core's full state record (immutable; safe to keep or serialise)."""
-        if self._pending_failures:
+        if self._room != self._room_full:
             self._fold()
         return self._state
 

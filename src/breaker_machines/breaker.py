@@ -147,21 +147,19 @@ class Guard:
     ) -> None:
         b = self._b
         if b._plain:
-            if exc_type is None:
+            if exc is None:
                 if b._inert:
                     b._successes += 1
-                    b._pending_failures = 0
+                    b._room = b._room_full
                     return
                 b._record(_SUCCESS, 0.0, self._gen, self._probe)
                 return
-            assert exc is not None
-            outcome = b._classify(exc)
-            if outcome is _FAILURE:  # the common case inline: a failure that cannot trip yet
-                pending = b._pending_failures + 1
-                if pending < b._until_trip and self._gen == b._version:
-                    b._failures += 1
-                    b._pending_failures = pending
-                    return
+            outcome = b._outcomes_by_type.get(exc.__class__) or b._classify(exc)
+            # The common case inline: a failure that cannot trip yet.
+            if outcome is _FAILURE and b._room and self._gen == b._version:
+                b._failures += 1
+                b._room -= 1
+                return
             b._record(outcome, 0.0, self._gen, self._probe)
             return
         self._settle(exc_type, exc, tb, failed_result=False)
