@@ -26,17 +26,20 @@ CORE_COVERAGE = 100
 PACKAGE_COVERAGE_REPORTED = True
 
 
-def _interpreter(version: str) -> str | None:
-    """An interpreter for ``version``: on PATH, else the newest pyenv install of it."""
+def _available(version: str) -> bool:
+    """Is ``python{version}`` runnable? Puts a pyenv install of it on PATH when needed."""
     on_path = shutil.which(f"python{version}")
-    if on_path and os.access(on_path, os.X_OK) and "/shims/" not in on_path:
-        return on_path
+    if on_path and "/shims/" not in on_path:
+        return True
     home = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
     found = sorted(glob.glob(str(home / "versions" / f"{version}.*" / "bin" / f"python{version}")))
-    return found[-1] if found else None
+    if not found:
+        return False
+    os.environ["PATH"] = f"{Path(found[-1]).parent}{os.pathsep}{os.environ['PATH']}"
+    return True
 
 
-PYTHONS = [path for version in SUPPORTED if (path := _interpreter(version))]
+PYTHONS = [version for version in SUPPORTED if _available(version)]
 
 
 def _install(session: nox.Session, *groups: str, extras: str = "trio") -> None:
