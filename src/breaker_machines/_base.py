@@ -345,8 +345,7 @@ class BreakerBase:
             elif kind is Persist:
                 self._storage.put(self.name, new)
             elif kind is WakeAt:
-                assert isinstance(effect, WakeAt)
-                self._schedule_wake(effect.when)
+                self._wake_runner()  # _install() already derived the wake-up time
         return result, announced
 
     def _fold(self) -> None:
@@ -355,11 +354,6 @@ class BreakerBase:
         if pending:
             state = add_failures(self._state, pending)
             self._install(state)  # resets the pending count
-
-    def _schedule_wake(self, when: float) -> None:
-        """Remember that a Tick is due at ``when`` (runtimes with a runner wake it up)."""
-        if self._wake_at is None or when < self._wake_at:
-            self._wake_at = when
 
     # ------------------------------------------------------------------ calls
 

@@ -329,10 +329,6 @@ class Breaker(BreakerBase):
         if kick is not None:
             kick.set()
 
-    def _schedule_wake(self, when: float) -> None:
-        super()._schedule_wake(when)
-        self._wake_runner()
-
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> NoReturn:

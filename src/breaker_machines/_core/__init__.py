@@ -30,8 +30,9 @@ from .records import (
     WakeAt,
     Window,
 )
+from .shortcuts import add_failures, failures_until_trip, inert_success, rejection_delay
 from .status import Outcome, Reason, State
-from .transitions import EDGES, MANUAL, TABLE, inert_success, step
+from .transitions import EDGES, MANUAL, TABLE, step
 from .window import totals_at
 
 __all__ = [
@@ -66,7 +67,10 @@ __all__ = [
     "Transitioned",
     "WakeAt",
     "Window",
+    "add_failures",
+    "failures_until_trip",
     "inert_success",
+    "rejection_delay",
     "step",
     "totals_at",
 ]

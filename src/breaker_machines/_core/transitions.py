@@ -63,7 +63,7 @@ from .records import (
 )
 from .status import Outcome, Reason, State
 
-__all__ = ["EDGES", "MANUAL", "TABLE", "inert_success", "step"]
+__all__ = ["EDGES", "MANUAL", "TABLE", "step"]
 
 CLOSED: Final = State.CLOSED
 OPEN: Final = State.OPEN
@@ -514,17 +514,3 @@ def step(policy: Policy, state: BreakerState, event: Event) -> Step:
         # A finite time can still be too large for the arithmetic: 1e308 // 0.1 is inf,
         # which has no bucket index; an int time beyond float range cannot become one.
         raise InvalidEvent(f"now={now!r} is out of range") from None
-
-
-def inert_success(policy: Policy, state: BreakerState) -> bool:
-    """True when a fast success of the current generation would change nothing.
-
-    That is exactly when ``step()`` on ``CallFinished(SUCCESS, ...)`` with a duration under
-    any slow-call limit returns ``state`` unchanged and no effects: CLOSED or DISABLED, no
-    rate rule to feed, and no run of failures to break. Runtimes use it to skip building an
-    event on the hot path; a property test holds it to ``step()``.
-    """
-    status = state.status
-    if status is DISABLED:
-        return True
-    return status is CLOSED and not policy.counts_rates and state.consecutive_failures == 0
