@@ -30,3 +30,8 @@ def test_the_cli_refuses_bad_arguments(capsys: pytest.CaptureFixture[str]) -> No
     assert "--seconds=0.0" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["nonsense"])
+
+
+def test_the_cli_runs_the_demo_under_trio(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--backend", "trio", "--seconds", "1"]) == 0
+    assert "done:" in capsys.readouterr().out

@@ -171,3 +171,51 @@ def test_callbacks_run_outside_the_lock(clock: Any) -> None:
     with pytest.raises(Boom):
         breaker.call(fail)
     assert breaker.state is State.CLOSED
+
+
+def test_fallback_answers_rejections_and_a_chain_falls_through(clock: Any) -> None:
+    def broken(error: BaseException) -> str:
+        raise RuntimeError("fallback down")
+
+    breaker = ThreadedBreaker(
+        "svc", consecutive_failures=1, clock=clock, fallback=[broken, "cached"]
+    )
+    assert breaker.call(fail) == "cached"  # the failure that opens it
+    assert breaker.call(lambda: "live") == "cached"  # rejected
+    assert breaker.stats().rejections == 1
+
+
+def test_when_every_fallback_fails_the_last_error_is_raised() -> None:
+    def broken(error: BaseException) -> str:
+        raise RuntimeError("fallback down")
+
+    breaker = ThreadedBreaker("svc", fallback=[broken])
+    with pytest.raises(RuntimeError) as caught:
+        breaker.call(fail)
+    assert isinstance(caught.value.__cause__, Boom)
+
+
+def test_a_probe_refused_by_the_bulkhead_gives_its_permit_back(clock: Any) -> None:
+    breaker = ThreadedBreaker(
+        "svc", consecutive_failures=1, reset_after=1, half_open_probes=2, max_concurrent=1,
+        clock=clock,
+    )  # fmt: skip
+    with pytest.raises(Boom):
+        breaker.call(fail)
+    clock.advance(1)
+    inside = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:
+        inside.set()
+        assert release.wait(10)
+
+    thread = threading.Thread(target=breaker.call, args=(hold,))
+    thread.start()
+    assert inside.wait(10)
+    with pytest.raises(BulkheadFullError):
+        breaker.call(lambda: None)
+    assert breaker.stats().probes_in_flight == 1
+    release.set()
+    thread.join()
+    assert breaker.state is State.CLOSED  # the running probe succeeded

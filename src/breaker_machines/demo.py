@@ -52,8 +52,10 @@ class FlakyService:
         return "data"
 
 
-async def run_demo(seconds: float = 9.0, out: TextIO = sys.stdout) -> dict[str, int]:
-    """Run the demo for ``seconds``; return the final counts."""
+async def run_demo(seconds: float = 9.0, out: TextIO | None = None) -> dict[str, int]:
+    """Run the demo for ``seconds``, printing to ``out`` (stdout); return the final counts."""
+    if out is None:
+        out = sys.stdout  # looked up per run, so redirected output is honoured
     started = time.monotonic()
     service = FlakyService(started, outage_at=seconds * 0.2, recovery_at=seconds * 0.5, seed=7)
     counts = {"ok": 0, "failed": 0, "timeouts": 0, "rejected": 0, "transitions": 0}
