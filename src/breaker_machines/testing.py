@@ -140,7 +140,6 @@ def breaker_machine(
             self.finished = {"success": 0, "failure": 0, "ignored": 0, "cancelled": 0}
             self.rejected = 0
             self.last_version = 0
-            self.reached_while_half_open = 0
 
         # ------------------------------------------------------------------ calls
 
@@ -178,8 +177,6 @@ def breaker_machine(
                 assert before.retry_at is not None
                 assert self.clock.now >= before.retry_at, "OPEN admitted before retry_at"
             call.admitted_in = after.status
-            if after.status is State.HALF_OPEN:
-                self.reached_while_half_open += 1
             return call
 
         def _settle(self, call: _Call) -> None:
