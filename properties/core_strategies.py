@@ -29,11 +29,20 @@ from breaker_machines._core import (
     RemoteObserved,
     Reset,
     State,
+    Synced,
     Tick,
+    Window,
     step,
 )
 
-__all__ = ["EVENT_SPECS", "policies", "realize", "walk"]
+__all__ = [
+    "EVENT_SPECS",
+    "MALFORMED_SYNCED_SPECS",
+    "SYNCED_SPECS",
+    "policies",
+    "realize",
+    "walk",
+]
 
 # --------------------------------------------------------------------------- policies
 
@@ -150,6 +159,117 @@ _DURATIONS = st.one_of(st.floats(min_value=0.0, max_value=10.0), st.floats(), st
 _DRAWS = st.one_of(st.floats(min_value=0.0, max_value=1.0), st.floats())
 _SIMPLE = (CallRequested, Tick, ForceOpen, ForceClose, Reset, Disable, Enable)
 
+# Shared counts (Synced). A window spec is "own" (the state's window, as it is), "empty", or
+# "built": a head relative to the state's window and well-formed buckets, which realize()
+# keeps to the policy's bucket count and adds up. Counts are mostly small, so that they
+# land on both sides of the trip thresholds and of success_threshold.
+_COUNTS = st.one_of(st.integers(min_value=0, max_value=8), st.integers(0, 10**30))
+_BUCKET = st.integers(min_value=0, max_value=6).flatmap(
+    lambda calls: st.tuples(
+        st.just(calls), st.integers(min_value=0, max_value=calls), st.integers(0, calls)
+    )
+)
+_WINDOW_SPECS = st.one_of(
+    st.tuples(st.just("own")),
+    st.tuples(st.just("empty")),
+    st.tuples(
+        st.just("built"),
+        st.one_of(st.integers(min_value=-3, max_value=3), st.integers()),
+        st.lists(_BUCKET, max_size=12),
+    ),
+)
+_SYNCED_GENERATIONS = st.one_of(
+    st.tuples(st.just("current")),
+    st.tuples(st.just("older"), st.integers(min_value=0, max_value=99)),
+    st.tuples(st.just("near"), st.integers(min_value=0, max_value=3)),
+)
+
+#: A well-formed Synced event: valid counts and windows, a generation that is the current
+#: one or another one (never negative), a draw in [0, 1].
+SYNCED_SPECS: st.SearchStrategy[tuple[Any, ...]] = st.tuples(
+    st.just(Synced),
+    _SYNCED_GENERATIONS,
+    st.one_of(st.tuples(st.just("own")), st.tuples(st.just("count"), _COUNTS)),
+    st.one_of(
+        st.tuples(st.just("own"), st.integers(min_value=-1, max_value=3)),
+        st.tuples(st.just("count"), _COUNTS),
+    ),
+    _WINDOW_SPECS,
+    _WINDOW_SPECS,
+    _TIME_SPECS,
+    st.floats(min_value=0.0, max_value=1.0),
+)
+
+_NOT_COUNTS: list[Any] = [-1, -(10**30), True, False, 1.0, 2.5, math.nan, None, "1"]
+_NOT_BUCKETS: list[Any] = [
+    (1, 1),
+    (1, 1, 0, 0),
+    [1, 1, 0],
+    None,
+    1,
+    (-1, 0, 0),
+    (1, -1, 0),
+    (True, 0, 0),
+    (1, 0, False),
+    (2.0, 1, 0),
+    (1, 2, 0),
+    (1, 0, 2),
+]
+# How to spoil one part of a well-formed Synced: (field, how, value).
+_SPOILS = st.one_of(
+    st.tuples(
+        st.sampled_from(["version", "consecutive_failures", "half_open_successes"]),
+        st.just("set"),
+        st.sampled_from(_NOT_COUNTS),
+    ),
+    st.tuples(
+        st.just("draw"),
+        st.just("set"),
+        st.one_of(
+            st.sampled_from([-0.1, 1.0000001, 2, -math.inf, math.inf, math.nan]),
+            st.floats(max_value=-5e-324),
+            st.floats(min_value=1.0, exclude_min=True),
+        ),
+    ),
+    st.tuples(
+        st.sampled_from(["failure_window", "rate_window"]),
+        st.sampled_from(["set"]),
+        st.sampled_from([None, (0, (), 0, 0, 0), [0, [], 0, 0, 0], 0]),
+    ),
+    st.tuples(
+        st.sampled_from(["failure_window", "rate_window"]),
+        st.just("head"),
+        st.sampled_from([0.0, 1.0, True, False, "0", None, math.nan]),
+    ),
+    st.tuples(
+        st.sampled_from(["failure_window", "rate_window"]),
+        st.sampled_from(["calls", "failures", "slow"]),
+        st.sampled_from(
+            [("off", -1), ("off", 1), ("as", float), ("as", bool), ("set", None), ("set", "0")]
+        ),
+    ),
+    st.tuples(
+        st.sampled_from(["failure_window", "rate_window"]),
+        st.just("buckets"),
+        st.sampled_from([None, [], "buckets"]),
+    ),
+    st.tuples(
+        st.sampled_from(["failure_window", "rate_window"]),
+        st.just("bucket"),
+        st.sampled_from(_NOT_BUCKETS),
+    ),
+    st.tuples(
+        st.sampled_from(["failure_window", "rate_window"]),
+        st.just("too-many"),
+        st.integers(min_value=1, max_value=3),
+    ),
+)
+
+#: A Synced event with exactly one thing wrong (its generation is any): always invalid.
+MALFORMED_SYNCED_SPECS: st.SearchStrategy[tuple[Any, ...]] = st.tuples(
+    st.just("malformed"), SYNCED_SPECS, _SPOILS
+)
+
 #: A spec for any event: plausible most of the time, with wild values in every field.
 EVENT_SPECS: st.SearchStrategy[tuple[Any, ...]] = st.one_of(
     st.tuples(st.sampled_from(_SIMPLE), _TIME_SPECS),
@@ -172,6 +292,8 @@ EVENT_SPECS: st.SearchStrategy[tuple[Any, ...]] = st.one_of(
         st.one_of(st.integers(min_value=-2, max_value=50), st.just(10**6)),
         _TIME_SPECS,
     ),
+    SYNCED_SPECS,
+    MALFORMED_SYNCED_SPECS,
 )
 
 
@@ -214,9 +336,93 @@ def _probe(spec: tuple[Any, ...] | None, state: BreakerState) -> int | None:
     return int(spec[1])
 
 
-def realize(spec: tuple[Any, ...], state: BreakerState, clock: float) -> Event:
-    """The event ``spec`` describes, for ``state`` at ``clock``."""
+def _window(spec: tuple[Any, ...], own: Window, policy: Policy | None) -> Window:
     kind = spec[0]
+    if kind == "own":
+        return own
+    if kind == "empty":
+        return Window(own.head, (), 0, 0, 0)
+    _, delta, buckets = spec
+    if policy is not None:
+        buckets = buckets[: policy.bucket_count]
+    elif buckets:
+        buckets = buckets[:1]  # the one bucket count every policy holds
+    return Window(
+        own.head + delta,
+        tuple(buckets),
+        sum(b[0] for b in buckets),
+        sum(b[1] for b in buckets),
+        sum(b[2] for b in buckets),
+    )
+
+
+def _synced(
+    spec: tuple[Any, ...], state: BreakerState, clock: float, policy: Policy | None
+) -> Synced:
+    _, generation, consecutive, successes, failure_window, rate_window, when, draw = spec
+    if generation[0] == "near":  # only forward: a generation is never negative
+        version = state.version + generation[1]
+    else:
+        version = _generation(generation, state)
+    if successes[0] == "own":
+        half_open_successes = max(0, state.half_open_successes + successes[1])
+    else:
+        half_open_successes = successes[1]
+    return Synced(
+        version,
+        state.consecutive_failures if consecutive[0] == "own" else consecutive[1],
+        half_open_successes,
+        _window(failure_window, state.failure_window, policy),
+        _window(rate_window, state.rate_window, policy),
+        _time(when, state, clock),
+        draw,
+    )
+
+
+def _spoil(event: Synced, spoil: tuple[Any, str, Any], policy: Policy | None) -> Synced:
+    field, how, value = spoil
+    if how == "set":
+        return event._replace(**{field: value})
+    window: Window = getattr(event, field)
+    if how == "buckets":
+        spoilt = window._replace(buckets=value)
+    elif how == "bucket":  # its last bucket (or its only one) is not a bucket of counts
+        spoilt = window._replace(buckets=(*window.buckets[:-1], value))
+    elif how == "too-many":  # value buckets too many, totals that add up
+        limit = 1000 if policy is None else policy.bucket_count  # no policy allows 1001
+        extra = limit + value - len(window.buckets)
+        spoilt = window._replace(
+            buckets=window.buckets + ((1, 0, 0),) * extra, calls=window.calls + extra
+        )
+    elif how == "head":
+        spoilt = window._replace(head=value)
+    else:  # a total that does not add up, or that is not an int
+        total = getattr(window, how)
+        change, amount = value
+        if change == "off":
+            wrong = total + amount
+        elif change == "as":
+            wrong = amount(total)
+        else:
+            wrong = amount
+        spoilt = window._replace(**{how: wrong})
+    fields: dict[str, Any] = {field: spoilt}
+    return event._replace(**fields)
+
+
+def realize(
+    spec: tuple[Any, ...], state: BreakerState, clock: float, policy: Policy | None = None
+) -> Event:
+    """The event ``spec`` describes, for ``state`` at ``clock``.
+
+    ``policy`` only shapes shared counts (:class:`Synced`): well-formed windows are kept to
+    its bucket count and malformed ones go beyond it. Without it they keep to one bucket.
+    """
+    kind = spec[0]
+    if kind is Synced:
+        return _synced(spec, state, clock, policy)
+    if kind == "malformed":
+        return _spoil(_synced(spec[1], state, clock, policy), spec[2], policy)
     if kind is CallFinished:
         _, outcome, when, duration, generation, probe, draw = spec
         return CallFinished(
@@ -256,7 +462,7 @@ def walk(
     clock = 0.0
     yield state, clock
     for _ in range(data.draw(st.integers(min_value=0, max_value=max_steps), label="steps")):
-        event = realize(data.draw(EVENT_SPECS, label="event"), state, clock)
+        event = realize(data.draw(EVENT_SPECS, label="event"), state, clock, policy)
         try:
             state = step(policy, state, event).state
         except InvalidEvent:

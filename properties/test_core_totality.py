@@ -59,7 +59,7 @@ def test_step_is_total_on_reachable_states(policy: Policy, data: st.DataObject) 
     clock = 0.0
     steps = data.draw(st.integers(min_value=1, max_value=40), label="steps")
     for _ in range(steps):
-        event = realize(data.draw(EVENT_SPECS, label="event"), state, clock)
+        event = realize(data.draw(EVENT_SPECS, label="event"), state, clock, policy)
         note(f"event: {event!r}")
         try:
             result = step(policy, state, event)

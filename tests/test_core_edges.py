@@ -1,7 +1,9 @@
 """Only the edges in EDGES exist, and every one of them can actually be taken.
 
 A breadth-first exploration from a fresh circuit, under one policy per trip rule, applies
-every kind of event to every state it reaches and records each Transitioned effect.
+every kind of event to every state it reaches and records each Transitioned effect. Shared
+counts (Synced) that trip, close and change nothing are among the moves: they take the
+same edges as local outcomes do, and no other.
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ from breaker_machines._core import (
     RemoteObserved,
     Reset,
     State,
+    Synced,
     Tick,
     Transitioned,
+    Window,
     step,
 )
 
@@ -43,6 +47,9 @@ POLICIES = {
 }
 
 Edge = tuple[State, State, Reason]
+
+# One failed, slow call: fires the window and rate rules of every policy above.
+ONE_BAD_CALL = Window(0, ((1, 1, 1),), 1, 1, 1)
 
 
 def _moves(state: BreakerState) -> Iterator[Event]:
@@ -60,6 +67,12 @@ def _moves(state: BreakerState) -> Iterator[Event]:
         yield control(now)
     for target in State:
         yield RemoteObserved(target, state.version + 1, now, now + 1.0, state.trips, now)
+    # The fleet's counts: one more failure and success each (trips or closes), and the
+    # state's own counts read back (changes nothing).
+    yield Synced(state.version, state.consecutive_failures + 1, state.half_open_successes + 1,
+                 ONE_BAD_CALL, ONE_BAD_CALL, now)  # fmt: skip
+    yield Synced(state.version, state.consecutive_failures, state.half_open_successes,
+                 state.failure_window, state.rate_window, now)  # fmt: skip
 
 
 def explore(policy: Policy, depth: int = 6) -> set[Edge]:
@@ -127,3 +140,20 @@ def test_edges_have_the_expected_shape() -> None:
     }
     assert (State.OPEN, State.CLOSED, Reason.PROBES_SUCCEEDED) not in EDGES
     assert (State.CLOSED, State.HALF_OPEN, Reason.RESET_AFTER_ELAPSED) not in EDGES
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("consecutive", Reason.CONSECUTIVE_FAILURES),
+        ("within", Reason.FAILURES_IN_WINDOW),
+        ("failure_rate", Reason.FAILURE_RATE),
+        ("slow_call_rate", Reason.SLOW_CALL_RATE),
+    ],
+)
+def test_shared_counts_trip_by_the_policys_own_rule(name: str, reason: Reason) -> None:
+    event = Synced(0, 1, 0, ONE_BAD_CALL, ONE_BAD_CALL, 0.0)
+    effects = step(POLICIES[name], BreakerState(), event).effects
+    moved = [(e.source, e.target, e.reason) for e in effects if isinstance(e, Transitioned)]
+    assert moved == [(State.CLOSED, State.OPEN, reason)]
+    assert moved[0] in EDGES

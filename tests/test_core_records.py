@@ -24,6 +24,7 @@ from breaker_machines._core import (
     RemoteObserved,
     Reset,
     State,
+    Synced,
     Tick,
     Transitioned,
     WakeAt,
@@ -62,7 +63,10 @@ def test_records_are_immutable_and_have_no_dict() -> None:
     state = BreakerState()
     with pytest.raises(AttributeError):
         state.version = 3  # type: ignore[misc]
-    for record in (state, Tick(0.0), Admitted(0, None), Probe(1, 2.0), EMPTY_WINDOW):
+    synced = Synced(0, 0, 0, EMPTY_WINDOW, EMPTY_WINDOW, 0.0)
+    with pytest.raises(AttributeError):
+        synced.version = 3  # type: ignore[misc]
+    for record in (state, Tick(0.0), Admitted(0, None), Probe(1, 2.0), EMPTY_WINDOW, synced):
         assert not hasattr(record, "__dict__")
 
 
@@ -80,6 +84,8 @@ def test_records_pickle_round_trip() -> None:
         BreakerState(State.OPEN, 3, 0, 0, EMPTY_WINDOW, EMPTY_WINDOW, 1.0, 2.0, 1, (), 4),
         CallFinished(Outcome.TIMEOUT, 1.0, 0.5, 2, 7, 0.25),
         RemoteObserved(State.HALF_OPEN, 9, 1.0, None, 2, 5.0),
+        Synced(4, 2, 1, Window(7, ((3, 1, 0), (2, 2, 1)), 5, 3, 1), EMPTY_WINDOW, 8.0, 0.75),
+        Window(7, ((3, 1, 0),), 3, 1, 0),
         Transitioned(State.CLOSED, State.OPEN, Reason.FAILURE_RATE, 1),
         LeaseExpired(3, 4.0),
         Rejected(None),
@@ -94,3 +100,18 @@ def test_call_finished_defaults() -> None:
     event = CallFinished(Outcome.SUCCESS, 1.0, 0.1, 0)
     assert event.probe is None
     assert event.draw == 0.5
+
+
+def test_synced_defaults_compares_and_hashes_as_a_record() -> None:
+    window = Window(2, ((1, 1, 0),), 1, 1, 0)
+    event = Synced(3, 1, 0, window, EMPTY_WINDOW, 5.0)
+    assert event.draw == 0.5
+    assert event == Synced(3, 1, 0, Window(2, ((1, 1, 0),), 1, 1, 0), EMPTY_WINDOW, 5.0, 0.5)
+    assert hash(event) == hash(Synced(3, 1, 0, window, EMPTY_WINDOW, 5.0))
+    assert event != Synced(3, 1, 0, window, EMPTY_WINDOW, 5.0, 0.25)
+    assert event != Synced(4, 1, 0, window, EMPTY_WINDOW, 5.0)
+    # Equal only to a Synced: not to a bare tuple, nor to its windows as bare tuples.
+    assert event != (3, 1, 0, window, EMPTY_WINDOW, 5.0, 0.5)
+    assert event != Synced(3, 1, 0, tuple(window), EMPTY_WINDOW, 5.0)  # type: ignore[arg-type]
+    assert window != (2, ((1, 1, 0),), 1, 1, 0)
+    assert len({event, Synced(3, 1, 0, window, EMPTY_WINDOW, 5.0), Tick(5.0)}) == 2

@@ -1,4 +1,5 @@
-"""step(): every trip rule, OPEN and HALF_OPEN, operator controls, remote adoption, errors."""
+"""step(): every trip rule, OPEN and HALF_OPEN, operator controls, remote adoption, shared
+counts, errors."""
 
 from __future__ import annotations
 
@@ -34,9 +35,11 @@ from breaker_machines._core import (
     Reset,
     State,
     Step,
+    Synced,
     Tick,
     Transitioned,
     WakeAt,
+    Window,
     inert_success,
     step,
 )
@@ -625,5 +628,315 @@ def test_open_state_without_retry_at_is_invalid(event: Event) -> None:
 
 
 def test_the_table_covers_every_state_and_event() -> None:
-    events = {CallRequested, CallFinished, Tick, LeaseExpired, RemoteObserved, *CONTROLS}
+    events = {CallRequested, CallFinished, Tick, LeaseExpired, RemoteObserved, Synced, *CONTROLS}
     assert set(TABLE) == {(s, e) for s in State for e in events}
+
+
+# --------------------------------------------------------------------------- shared counts
+
+
+def window(*buckets: tuple[int, int, int], head: int = 0) -> Window:
+    """A well-formed window holding ``buckets`` (newest first), its totals added up."""
+    return Window(
+        head,
+        buckets,
+        sum(b[0] for b in buckets),
+        sum(b[1] for b in buckets),
+        sum(b[2] for b in buckets),
+    )
+
+
+def synced(
+    run: Run,
+    *,
+    consecutive: int = 0,
+    successes: int = 0,
+    failures: Window = EMPTY_WINDOW,
+    rates: Window = EMPTY_WINDOW,
+    version: int | None = None,
+    draw: float = 0.5,
+) -> Synced:
+    """The fleet's counts for ``run``'s circuit (its current generation unless told)."""
+    gen = run.state.version if version is None else version
+    return Synced(gen, consecutive, successes, failures, rates, run.now, draw)
+
+
+# A CLOSED circuit that has tripped before and been adopted back from storage: trips and
+# next_probe must survive (trips feeds the backoff), opened_at is the remote record's.
+ADOPTED = BreakerState(State.CLOSED, 3, 1, 0, EMPTY_WINDOW, EMPTY_WINDOW, 50.0, None, 2, (), 4)
+BACKOFF = {"reset_after": 10.0, "backoff": 2.0, "max_reset_after": 100.0, "jitter": 0.5}
+
+
+@pytest.mark.parametrize(
+    ("policy", "counts", "reason"),
+    [
+        ({"consecutive_failures": 3}, {"consecutive": 3}, Reason.CONSECUTIVE_FAILURES),
+        (
+            {"failures": 3, "within": 10.0},
+            {"failures": window((2, 2, 0), (0, 0, 0), (1, 1, 0), head=9)},
+            Reason.FAILURES_IN_WINDOW,
+        ),
+        (
+            {"failure_rate": 0.5, "minimum_calls": 4, "window_calls": 4},
+            {"rates": window((2, 1, 0), (2, 1, 0), head=7)},
+            Reason.FAILURE_RATE,
+        ),
+        (
+            {"slow_call_rate": 0.5, "slow_call_duration": 1.0, "minimum_calls": 2},
+            {"rates": window((1, 0, 1), (1, 0, 0), head=3)},
+            Reason.SLOW_CALL_RATE,
+        ),
+    ],
+    ids=["consecutive", "within", "failure_rate", "slow_call_rate"],
+)
+def test_shared_counts_trip_closed_by_each_rule(
+    policy: dict[str, Any], counts: dict[str, Any], reason: Reason
+) -> None:
+    run = Run(ADOPTED, **policy, **BACKOFF)
+    run.now = 200.0
+    # Third trip: 10 * 2**2 = 40 s, and draw 0.25 with jitter 0.5 takes a quarter off.
+    assert run.policy.open_duration(3, 0.25) == 30.0
+    effects = run.send(synced(run, draw=0.25, **counts))
+    assert effects == (
+        Transitioned(State.CLOSED, State.OPEN, reason, 4),
+        Persist(4),
+        WakeAt(230.0),
+    )
+    assert run.state == BreakerState(
+        State.OPEN, 4, 0, 0, EMPTY_WINDOW, EMPTY_WINDOW, 200.0, 230.0, 3, (), 4
+    )
+
+
+def test_shared_counts_trip_with_the_first_rule_that_fires() -> None:
+    run = Run(consecutive_failures=2, failures=2, within=10.0, failure_rate=0.5, minimum_calls=1)
+    both = window((2, 2, 0))
+    assert opened(run.send(synced(run, consecutive=2, failures=both, rates=both)),
+                  Reason.CONSECUTIVE_FAILURES)  # fmt: skip
+    run = Run(failures=2, within=10.0, failure_rate=0.5, minimum_calls=1)
+    assert opened(run.send(synced(run, failures=both, rates=both)), Reason.FAILURES_IN_WINDOW)
+
+
+def test_shared_counts_that_trip_nothing_replace_the_local_ones() -> None:
+    rules = {
+        "consecutive_failures": 3,
+        "failures": 3,
+        "within": 10.0,
+        "failure_rate": 0.5,
+        "slow_call_rate": 0.5,
+        "slow_call_duration": 1.0,
+        "minimum_calls": 4,
+        "window": 10.0,
+    }
+    run = Run(ADOPTED, **rules)
+    run.now = 5.0
+    failures = window((1, 1, 0), (0, 0, 0), (1, 1, 0), head=5)
+    rates = window((3, 1, 1), head=5)  # 1/3 and under minimum_calls anyway
+    assert run.send(synced(run, consecutive=2, successes=7, failures=failures, rates=rates)) == ()
+    # Only the counts moved; half_open_successes means nothing in CLOSED.
+    assert run.state == ADOPTED._replace(
+        consecutive_failures=2, failure_window=failures, rate_window=rates
+    )
+    # The fleet's counts win even when they are lower than the local ones...
+    assert run.send(synced(run)) == ()
+    assert run.state == ADOPTED._replace(consecutive_failures=0)
+    # ... and local counting goes on from the installed counts.
+    run.send(synced(run, consecutive=2))
+    effects = run.call(F)
+    assert effects[0] == Transitioned(State.CLOSED, State.OPEN, Reason.CONSECUTIVE_FAILURES, 4)
+
+
+def test_identical_shared_counts_return_the_very_same_state() -> None:
+    run = Run(consecutive_failures=5, failures=5, within=10.0, failure_rate=0.9, minimum_calls=9)
+    run.calls(F, S, F, F)
+    before = run.state
+    # Equal, not identical: rebuilt the way storage would read them back.
+    failures = Window(*before.failure_window)
+    rates = Window(*before.rate_window)
+    assert failures is not before.failure_window
+    event = synced(run, consecutive=2, successes=3, failures=failures, rates=rates)
+    result = step(run.policy, before, event)
+    assert result.state is before
+    assert result.effects == ()
+
+
+@pytest.mark.parametrize("version", [0, 2, 4, 10**6])
+def test_shared_counts_of_another_generation_change_nothing_in_closed(version: int) -> None:
+    run = Run(BreakerState(version=3), consecutive_failures=1)
+    before = run.state
+    assert run.send(synced(run, consecutive=5, version=version)) == ()
+    assert run.state is before
+
+
+def test_fleet_successes_reaching_the_threshold_close_half_open() -> None:
+    for successes in (3, 4):
+        run = half_open_run(success_threshold=3, half_open_probes=2)
+        run.probe()
+        effects = run.send(synced(run, successes=successes))
+        assert effects == (
+            Transitioned(State.HALF_OPEN, State.CLOSED, Reason.PROBES_SUCCEEDED, 3),
+            Persist(3),
+        )
+        assert run.state == BreakerState(State.CLOSED, 3, next_probe=1)
+
+
+def test_fewer_fleet_successes_are_recorded_and_keep_the_probes() -> None:
+    run = half_open_run(success_threshold=3, half_open_probes=2)
+    first, second = run.probe(), run.probe()
+    before = run.state
+    # Windows and failures in the record are validated but mean nothing half-open.
+    bad_news = window((5, 5, 5))
+    assert run.send(synced(run, consecutive=9, successes=2, failures=bad_news)) == ()
+    assert run.state == before._replace(half_open_successes=2)
+    assert [p.id for p in run.state.probes] == [first, second]
+    # One more local success is the third.
+    assert opened(run.call(S, probe=first), Reason.PROBES_SUCCEEDED)
+
+
+@pytest.mark.parametrize("successes", [0, 1, 2])
+def test_fleet_successes_not_above_the_local_count_change_nothing(successes: int) -> None:
+    run = half_open_run(success_threshold=5, half_open_probes=3)
+    for _ in range(2):
+        run.call(S, probe=run.probe())
+    run.probe()
+    assert run.state.half_open_successes == 2
+    before = run.state
+    assert run.send(synced(run, successes=successes)) == ()
+    assert run.state is before
+
+
+def test_shared_counts_of_another_generation_decide_no_probe() -> None:
+    run = half_open_run(success_threshold=1)
+    run.probe()
+    before = run.state
+    for version in (0, 1, 3):
+        assert run.send(synced(run, successes=5, version=version)) == ()
+        assert run.state is before
+
+
+def test_shared_counts_release_expired_probe_leases() -> None:
+    # Whatever they decide, like every half-open event that carries a time.
+    for version, successes, expected in ((2, 0, 0), (9, 4, 0), (2, 1, 1)):
+        run = half_open_run(success_threshold=2, half_open_probes=2, probe_lease=5.0)
+        run.probe()  # lease until 115
+        run.now = 113.0
+        run.probe()  # lease until 118
+        run.now = 115.0
+        assert run.send(synced(run, successes=successes, version=version)) == ()
+        assert run.state.status is State.HALF_OPEN
+        assert run.state.probes == (Probe(1, 118.0),)
+        assert run.state.half_open_successes == expected
+
+
+@pytest.mark.parametrize("status", [State.OPEN, State.FORCED_OPEN, State.DISABLED])
+def test_shared_counts_decide_nothing_while_open_forced_or_disabled(status: State) -> None:
+    run = in_state(status)
+    before = run.state
+    everything = window((9, 9, 9))
+    for version in (before.version, before.version + 1, 0):
+        event = synced(run, consecutive=99, successes=99, failures=everything, rates=everything,
+                       version=version)  # fmt: skip
+        assert run.send(event) == ()
+        assert run.state is before
+    # ... but they are still validated.
+    with pytest.raises(InvalidEvent, match="malformed"):
+        run.send(synced(run, consecutive=-1))
+    with pytest.raises(InvalidEvent, match="draw"):
+        run.send(synced(run, draw=2.0))
+
+
+def test_well_formed_shared_counts_at_their_limits_are_accepted() -> None:
+    run = Run(buckets=3)  # no rule at all: nothing can trip
+    full = window((0, 0, 0), (7, 7, 7), (1, 0, 1), head=-12)  # exactly bucket_count buckets
+    for draw in (0.0, 1.0, 1):
+        assert run.send(synced(run, failures=full, rates=full, draw=draw)) == ()
+    assert run.state == BreakerState(failure_window=full, rate_window=full)
+    big = 10**30
+    assert run.send(synced(run, consecutive=big, rates=window((big, big, 0), head=big))) == ()
+    assert run.state.consecutive_failures == big
+
+
+_W = window((1, 1, 0))
+_BAD_WINDOWS: list[Any] = [
+    None,
+    (0, (), 0, 0, 0),  # a plain tuple, not a Window
+    [0, [], 0, 0, 0],
+    RemoteObserved(State.CLOSED, 0, None, None, 0, 0.0),
+    # head not an int
+    Window(0.0, (), 0, 0, 0),  # type: ignore[arg-type]
+    Window(True, (), 0, 0, 0),
+    Window("0", (), 0, 0, 0),  # type: ignore[arg-type]
+    Window(None, (), 0, 0, 0),  # type: ignore[arg-type]
+    # buckets not a tuple
+    Window(0, [(1, 1, 0)], 1, 1, 0),  # type: ignore[arg-type]
+    Window(0, None, 0, 0, 0),  # type: ignore[arg-type]
+    # more buckets than policy.bucket_count (10 here)
+    window(*[(1, 0, 0)] * 11),
+    # a bucket that is not a 3-tuple of counts
+    Window(0, ((1, 1),), 1, 1, 0),  # type: ignore[arg-type]
+    Window(0, ((1, 1, 0, 0),), 1, 1, 0),  # type: ignore[arg-type]
+    Window(0, ([1, 1, 0],), 1, 1, 0),  # type: ignore[arg-type]
+    Window(0, (1,), 1, 0, 0),  # type: ignore[arg-type]
+    Window(0, (None,), 0, 0, 0),  # type: ignore[arg-type]
+    window((-1, 0, 0)),
+    window((1, -1, 0)),
+    window((True, 1, 0)),
+    window((1, 0, False)),
+    window((2.0, 1, 0)),  # type: ignore[arg-type]
+    window((2, 1.0, 0)),  # type: ignore[arg-type]
+    # failures or slow calls beyond the calls
+    window((1, 2, 0)),
+    window((1, 0, 2)),
+    window((1, 1, 0), (0, 1, 0)),
+    # totals that do not add up, or that are not ints
+    Window(0, ((1, 1, 0),), 2, 1, 0),
+    Window(0, ((1, 1, 0),), 1, 0, 0),
+    Window(0, ((1, 1, 0),), 1, 1, 1),
+    Window(0, (), 0, 0, -1),
+    Window(0, ((2, 1, 0),), 2.0, 1, 0),  # type: ignore[arg-type]
+    Window(0, ((1, 1, 1),), True, True, True),
+    Window(0, ((1, 0, 0),), 1, 0, math.nan),  # type: ignore[arg-type]
+]
+_BAD_COUNTS: list[Any] = [-1, -(10**30), True, False, 1.0, 0.0, 2.5, math.nan, None, "1"]
+
+MALFORMED_SYNCED: list[dict[str, Any]] = [
+    *({"version": bad} for bad in _BAD_COUNTS),
+    *({"consecutive_failures": bad} for bad in _BAD_COUNTS),
+    *({"half_open_successes": bad} for bad in _BAD_COUNTS),
+    *({"failure_window": bad} for bad in _BAD_WINDOWS),
+    *({"rate_window": bad} for bad in _BAD_WINDOWS),
+    *({"draw": bad} for bad in (-0.1, -1e-300, 1.0000001, 2, math.nan, math.inf, -math.inf)),
+]
+
+
+@pytest.mark.parametrize("status", list(State))
+@pytest.mark.parametrize("fields", MALFORMED_SYNCED, ids=repr)
+def test_malformed_shared_counts_are_invalid_in_every_state(
+    status: State, fields: dict[str, Any]
+) -> None:
+    run = in_state(status)
+    assert run.policy.bucket_count == 10
+    before = run.state
+    words = "draw" if "draw" in fields else "malformed"
+    # Whatever the generation: storage is input, never trusted.
+    for version in (before.version, before.version + 1):
+        base = Synced(version, 0, 0, _W, _W, 500.0)
+        with pytest.raises(InvalidEvent, match=words):
+            run.send(base._replace(**fields))
+        assert run.state is before
+
+
+def test_a_bucket_beyond_the_policys_bucket_count_is_malformed() -> None:
+    run = Run(buckets=2, failures=9, within=10.0)
+    two, three = window((1, 1, 0), (1, 1, 0)), window((1, 1, 0), (1, 1, 0), (1, 1, 0))
+    assert run.send(synced(run, failures=two)) == ()
+    with pytest.raises(InvalidEvent, match="malformed"):
+        run.send(synced(run, failures=three))
+    with pytest.raises(InvalidEvent, match="malformed"):
+        run.send(synced(run, rates=three))
+    assert run.state.failure_window == two
+
+
+@pytest.mark.parametrize("now", [math.nan, math.inf, "1", None, 10**400])
+def test_shared_counts_need_a_finite_time(now: Any) -> None:
+    with pytest.raises(InvalidEvent, match="now="):
+        step(Policy(), BreakerState(), Synced(0, 0, 0, EMPTY_WINDOW, EMPTY_WINDOW, now))

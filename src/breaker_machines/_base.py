@@ -14,7 +14,7 @@ import random as _random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from ._core.errors import ConfigError
 from ._core.policy import Policy
@@ -44,6 +44,10 @@ from .callbacks import Rejection, Transition, _Handler, handlers, logger
 from .errors import CircuitOpenError
 from .stats import BreakerStats
 from .storage.memory import MemoryStorage
+from .storage.shared import SharedStorage
+
+if TYPE_CHECKING:
+    from ._replica import Replica
 
 __all__ = ["NO_FALLBACK", "BreakerBase", "ExceptionRule"]
 
@@ -122,10 +126,12 @@ class BreakerBase:
         "_on_transition",
         "_outcomes_by_type",
         "_pending",
+        "_quiet",
         "_random",
         "_record_predicates",
         "_record_types",
         "_rejections",
+        "_replica",
         "_room",
         "_room_full",
         "_state",
@@ -169,7 +175,7 @@ class BreakerBase:
         failure_if: Callable[[Any], bool] | None = None,
         max_concurrent: int | None = None,
         bulkhead_wait: float = 0.0,
-        storage: MemoryStorage | None = None,
+        storage: MemoryStorage | SharedStorage | None = None,
         clock: Callable[[], float] | None = None,
         random: Callable[[], float] | None = None,
         on_open: Any = None,
@@ -268,9 +274,10 @@ class BreakerBase:
 
         if storage is None:
             storage = MemoryStorage()
-        elif not isinstance(storage, MemoryStorage):
+        elif not isinstance(storage, (MemoryStorage, SharedStorage)):
             raise ConfigError("storage", storage, "must be a breaker_machines storage")
         self._storage = storage
+        self._replica: Replica | None = None
         if clock is not None and not callable(clock):
             raise ConfigError("clock", clock, "must be a callable returning seconds")
         self._clock: Callable[[], float] = clock if clock is not None else time.monotonic
@@ -289,8 +296,14 @@ class BreakerBase:
         self._ignored = self._cancelled = 0
         self._rejections = self._bulkhead_rejections = 0
         self._callback_errors = self._callbacks_dropped = 0
-        self._install(storage.get(name) or BreakerState())
         self._setup()
+        if isinstance(storage, SharedStorage):
+            from ._replica import Replica
+
+            self._replica = Replica(self, storage)
+            self._install(BreakerState())  # the runner adopts the stored state on start
+        else:
+            self._install(storage.get(name) or BreakerState())
 
     def _setup(self) -> None:
         """Runtime-specific set-up, called at the end of ``__init__``."""
@@ -302,10 +315,14 @@ class BreakerBase:
         self._version = state.version
         status = state.status
         self._free = status is State.CLOSED or status is State.DISABLED
-        self._inert = inert_success(self.policy, state)
+        quiet = inert_success(self.policy, state)
+        self._quiet = quiet
+        # With shared storage every outcome goes into the batch: no guard shortcut.
+        shared = self._replica is not None
+        self._inert = quiet and not shared
         # Failures the runtime may count without the core before the one that trips
         # (core.failures_until_trip): _room_full - _room of them are pending.
-        self._room_full = max(failures_until_trip(self.policy, state) - 1, 0)
+        self._room_full = 0 if shared else max(failures_until_trip(self.policy, state) - 1, 0)
         self._room = self._room_full
         # The only timed work is OPEN -> HALF_OPEN, due at retry_at: derive the wake-up from
         # the state itself so it survives restores, manual controls and re-trips.
@@ -327,23 +344,29 @@ class BreakerBase:
         else:
             self._install(new)
         announced: list[Transition] = []
+        replica = self._replica
         for effect in result.effects:
             kind = type(effect)
             if kind is Transitioned:
                 assert isinstance(effect, Transitioned)
-                announced.append(
-                    Transition(
-                        self.name,
-                        effect.source,
-                        effect.target,
-                        effect.reason,
-                        effect.version,
-                        event.now,
-                        True,
-                    )
+                transition = Transition(
+                    self.name,
+                    effect.source,
+                    effect.target,
+                    effect.reason,
+                    effect.version,
+                    event.now,
+                    True,
                 )
+                if replica is None:
+                    announced.append(transition)
+                else:  # announced once written: this process may lose the race
+                    replica.decided(transition)
             elif kind is Persist:
-                self._storage.put(self.name, new)
+                if replica is None:
+                    storage = self._storage
+                    assert isinstance(storage, MemoryStorage)
+                    storage.put(self.name, new)
             elif kind is WakeAt:
                 self._wake_runner()  # _install() already derived the wake-up time
         return result, announced
@@ -429,9 +452,12 @@ class BreakerBase:
 
         (Threaded runtimes lock around it.)
         """
+        replica = self._replica
+        if replica is not None:
+            replica.note(outcome, duration, generation, probe)
         if outcome is _SUCCESS:
             self._successes += 1
-            if self._inert and probe is None:
+            if self._quiet and probe is None:
                 self._room = self._room_full  # a success breaks the run
                 return None
         else:

@@ -21,7 +21,8 @@ import anyio.abc
 
 from ._base import BreakerBase
 from ._core.shortcuts import rejection_delay
-from ._core.status import Outcome
+from ._core.status import Outcome, State
+from .callbacks import Rejection
 from .errors import (
     BreakerError,
     BulkheadFullError,
@@ -30,6 +31,7 @@ from .errors import (
     ConfigError,
     FailedResultError,
 )
+from .storage.shared import SharedStorage
 
 __all__ = ["Breaker", "Guard", "running"]
 
@@ -40,6 +42,7 @@ _SUCCESS: Final = Outcome.SUCCESS
 _FAILURE: Final = Outcome.FAILURE
 _TIMEOUT: Final = Outcome.TIMEOUT
 _CANCELLED: Final = Outcome.CANCELLED
+_HALF_OPEN: Final = State.HALF_OPEN
 
 
 class Guard:
@@ -91,8 +94,75 @@ class Guard:
 
     async def __aenter__(self) -> Guard:
         b = self._b
+        if b._replica is not None:
+            return await self._enter_shared()
         if b._bulkhead_wait <= 0.0 or b._limiter is None:
             return self.__enter__()
+        return await self._enter_waiting()
+
+    async def _enter_shared(self) -> Guard:
+        """Shared storage: a half-open probe needs one of the fleet's permits too."""
+        b = self._b
+        replica = b._replica
+        assert replica is not None
+        if not b._free and b._state.status is _HALF_OPEN:
+            now = b._clock()
+            admitted = b._admit(now)
+            if admitted.probe is not None:
+                try:
+                    allowed = await replica.take_probe(admitted.generation, admitted.probe)
+                except BaseException:
+                    b._record(_CANCELLED, 0.0, admitted.generation, admitted.probe)
+                    raise
+                if not allowed:
+                    self._refuse_probe(admitted.generation, admitted.probe)
+            self._gen = admitted.generation
+            self._probe = admitted.probe
+            self._start = now
+            self._slot = False
+            if b._limiter is not None:
+                if b._bulkhead_wait > 0.0:
+                    await self._wait_for_slot()
+                else:
+                    try:
+                        b._limiter.acquire_on_behalf_of_nowait(self)
+                    except anyio.WouldBlock:
+                        self._refuse_bulkhead()
+                    self._slot = True
+            self._start_scope()
+            return self
+        if b._bulkhead_wait <= 0.0 or b._limiter is None:
+            return self.__enter__()
+        return await self._enter_waiting()
+
+    def _refuse_probe(self, generation: int, probe: int) -> NoReturn:
+        """The fleet has no probe permit left: give the local one back and reject."""
+        b = self._b
+        b._record(_CANCELLED, 0.0, generation, probe)
+        b._rejections += 1
+        status = b._state.status
+        retry_after = b.policy.probe_lease if status is _HALF_OPEN else None
+        if b._on_reject:
+            b._fire(b._on_reject, Rejection(b.name, status, retry_after))
+        raise CircuitOpenError(b.name, retry_after, status)
+
+    async def _wait_for_slot(self) -> None:
+        b = self._b
+        assert b._limiter is not None
+        try:
+            with anyio.move_on_after(b._bulkhead_wait):
+                await b._limiter.acquire_on_behalf_of(self)
+                self._slot = True
+        except BaseException:
+            b._record(_CANCELLED, 0.0, self._gen, self._probe)
+            raise
+        if not self._slot:
+            self._refuse_bulkhead()
+        self._start = b._clock()
+
+    async def _enter_waiting(self) -> Guard:
+        b = self._b
+        assert b._limiter is not None
         self._permit()
         self._slot = False
         try:
@@ -119,6 +189,14 @@ class Guard:
             admitted = b._admit(now)
             self._gen = admitted.generation
             self._probe = admitted.probe
+            replica = b._replica
+            # No round trip from a sync guard: a probe uses a permit the runner reserved.
+            if (
+                replica is not None
+                and admitted.probe is not None
+                and not replica.claim(admitted.generation, admitted.probe)
+            ):
+                self._refuse_probe(admitted.generation, admitted.probe)
 
     def _refuse_bulkhead(self) -> NoReturn:
         b = self._b
@@ -225,7 +303,15 @@ class Breaker(BreakerBase):
     callbacks and on-time half-opening.
     """
 
-    __slots__ = ("_kick", "_limiter", "_plain", "_quick_reject", "_runner_active", "guard")
+    __slots__ = (
+        "_async_enter",
+        "_kick",
+        "_limiter",
+        "_plain",
+        "_quick_reject",
+        "_runner_active",
+        "guard",
+    )
 
     guard: Callable[[], Guard]
     """``breaker.guard()``: a context manager guarding one call (``with`` or ``async with``).
@@ -243,6 +329,8 @@ class Breaker(BreakerBase):
         self.guard = functools.partial(Guard, self)
         self._kick: anyio.Event | None = None
         self._runner_active = False
+        shared = isinstance(self._storage, SharedStorage)
+        self._async_enter = self._bulkhead_wait > 0.0 or shared
 
     # ------------------------------------------------------------------ calling
 
@@ -255,7 +343,7 @@ class Breaker(BreakerBase):
         """
         guard = Guard(self)
         try:
-            if self._bulkhead_wait > 0.0:
+            if self._async_enter:
                 await guard.__aenter__()
             else:
                 guard.__enter__()
@@ -287,7 +375,7 @@ class Breaker(BreakerBase):
         """Decorate an async function so every call goes through :meth:`call`."""
         if not callable(fn):
             raise ConfigError("fn", fn, "must be an async function")
-        if self._fallbacks or self._failure_if is not None or self._bulkhead_wait > 0.0:
+        if self._fallbacks or self._failure_if is not None or self._async_enter:
             call = self.call
 
             @functools.wraps(fn)
@@ -340,17 +428,27 @@ class Breaker(BreakerBase):
         if self._runner_active:
             raise RuntimeError(f"breaker {self.name!r} already has a runner")
         self._runner_active = True
+        replica = self._replica
+        stop_watching: Callable[[], None] | None = None
         try:
             async with anyio.create_task_group() as tg:
                 self._kick = anyio.Event()
+                if replica is not None:
+                    stop_watching = replica.storage.watch(self.name, replica.observe)
+                    await replica.service()  # adopt the stored state before reporting ready
                 task_status.started()
                 while True:
+                    if replica is not None:
+                        await replica.service()
                     while self._pending:
                         name, thunk = self._pending.popleft()
                         tg.start_soon(self._run_callback, name, thunk)
+                    now = self._clock()
                     delay = math.inf
                     if self._wake_at is not None:
-                        delay = max(0.0, self._wake_at - self._clock())
+                        delay = max(0.0, self._wake_at - now)
+                    if replica is not None:
+                        delay = min(delay, replica.next_due(now))
                     with anyio.move_on_after(delay):
                         await self._kick.wait()
                     if self._kick.is_set():
@@ -360,6 +458,27 @@ class Breaker(BreakerBase):
         finally:
             self._kick = None
             self._runner_active = False
+            if stop_watching is not None:
+                stop_watching()
+            if replica is not None:
+                # Deliver what is still batched, within the storage's timeout.
+                with anyio.CancelScope(shield=True), anyio.move_on_after(replica.storage.timeout):
+                    replica.flush_due = -math.inf
+                    await replica.service()
+
+    async def sync(self) -> None:
+        """Shared storage: write decided transitions, flush the batch and refresh, now.
+
+        Raises :class:`~breaker_machines.storage.StorageError` if the storage fails (the
+        runner itself never raises: it retries). With memory storage it does nothing.
+        """
+        replica = self._replica
+        if replica is None:
+            return
+        replica.flush_due = -math.inf
+        replica.refresh_due = -math.inf
+        replica.retry_at = -math.inf
+        await replica.service(raise_errors=True)
 
     async def _run_callback(self, name: str, thunk: Callable[[], Awaitable[Any]]) -> None:
         try:

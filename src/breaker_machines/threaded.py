@@ -19,6 +19,7 @@ from ._core.records import Admitted, Event, Rejected
 from ._core.status import Outcome, State
 from .callbacks import Transition
 from .errors import BreakerError, BulkheadFullError, FailedResultError
+from .storage.shared import SharedStorage
 
 __all__ = ["ThreadedBreaker", "ThreadedGuard"]
 
@@ -104,6 +105,12 @@ class ThreadedBreaker(BreakerBase):
     __slots__ = ("_lock", "_semaphore")
 
     def _setup(self) -> None:
+        if isinstance(self._storage, SharedStorage):
+            raise ConfigError(
+                "storage",
+                self._storage,
+                "shared storages need the anyio Breaker (its runner does the I/O)",
+            )
         if self._timeout is not None:
             raise ConfigError(
                 "timeout",

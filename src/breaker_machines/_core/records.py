@@ -36,6 +36,7 @@ __all__ = [
     "RemoteObserved",
     "Reset",
     "Step",
+    "Synced",
     "Tick",
     "Transitioned",
     "WakeAt",
@@ -208,6 +209,25 @@ class RemoteObserved(NamedTuple):
     now: float
 
 
+@_typed_equality
+class Synced(NamedTuple):
+    """Shared storage's counts for generation ``version``, read back by a flush.
+
+    They replace the local counts: in CLOSED the trip rules are applied to them (``draw``
+    jitters the open time if one fires), in HALF_OPEN ``half_open_successes`` (the whole
+    fleet's) may close the circuit. Counts of any other generation change nothing: the
+    runtime adopts the newer state with :class:`RemoteObserved` instead.
+    """
+
+    version: int
+    consecutive_failures: int
+    half_open_successes: int
+    failure_window: Window
+    rate_window: Window
+    now: float
+    draw: float = 0.5
+
+
 Event = (
     CallRequested
     | CallFinished
@@ -219,6 +239,7 @@ Event = (
     | Disable
     | Enable
     | RemoteObserved
+    | Synced
 )
 """Any event ``step()`` accepts."""
 

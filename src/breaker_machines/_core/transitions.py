@@ -22,6 +22,9 @@ The awkward cases live in one place each:
 * :func:`_expire_leases` releases half-open probe permits whose lease ran out, so a probe
   that never reports (a crashed process, a lost task) cannot wedge the circuit. It runs
   lazily on every half-open event that carries a time, and on :class:`~.records.Tick`.
+* :func:`_check_synced` validates the counts a shared storage reads back (a
+  :class:`~.records.Synced` event) before they replace the local ones: storage is input,
+  never trusted.
 * :data:`MANUAL` is the grid of operator controls (force open, force close, reset,
   disable, enable): the same in every state except for the no-ops it lists.
 
@@ -56,6 +59,7 @@ from .records import (
     RemoteObserved,
     Reset,
     Step,
+    Synced,
     Tick,
     Transitioned,
     WakeAt,
@@ -432,6 +436,84 @@ def _adopt(policy: Policy, state: BreakerState, event: Event) -> Step:
     return Step(new, effects)
 
 
+def _is_count(value: object) -> bool:
+    return value.__class__ is int and value >= 0  # type: ignore[operator]
+
+
+def _is_window(policy: Policy, value: object) -> bool:
+    """A well-formed window: at most the policy's buckets, totals that add up."""
+    if not isinstance(value, Window) or value.head.__class__ is not int:
+        return False
+    buckets = value.buckets
+    if not isinstance(buckets, tuple) or len(buckets) > policy.bucket_count:
+        return False
+    calls = failures = slow = 0
+    for bucket in buckets:
+        if not (isinstance(bucket, tuple) and len(bucket) == 3 and all(map(_is_count, bucket))):
+            return False
+        if bucket[1] > bucket[0] or bucket[2] > bucket[0]:
+            return False
+        calls += bucket[0]
+        failures += bucket[1]
+        slow += bucket[2]
+    # The totals must be ints too: 3.0 and True compare equal to the sums they claim.
+    totals = (value.calls, value.failures, value.slow)
+    return all(map(_is_count, totals)) and totals == (calls, failures, slow)
+
+
+def _check_synced(policy: Policy, state: BreakerState, event: Synced) -> bool:
+    """Validate shared counts; return True when they belong to the current generation."""
+    if not (
+        _is_count(event.version)
+        and _is_count(event.consecutive_failures)
+        and _is_count(event.half_open_successes)
+        and _is_window(policy, event.failure_window)
+        and _is_window(policy, event.rate_window)
+    ):
+        raise InvalidEvent(f"shared counts {event!r} are malformed")
+    if not 0.0 <= event.draw <= 1.0:
+        raise InvalidEvent(f"draw {event.draw!r} is not in [0, 1]")
+    return event.version == state.version
+
+
+def _sync_counts(policy: Policy, state: BreakerState, event: Event) -> Step:
+    """CLOSED: the fleet's counts replace the local ones; open if a rule fires on them."""
+    assert isinstance(event, Synced)
+    if not _check_synced(policy, state, event):
+        return Step(state, _NO_EFFECTS)
+    new = BreakerState(CLOSED, state.version, event.consecutive_failures, 0,
+                       event.failure_window, event.rate_window, state.opened_at,
+                       state.retry_at, state.trips, (), state.next_probe)  # fmt: skip
+    reason = _trip_reason(policy, new)
+    if reason is not None:
+        return _open(policy, state, event.now, event.draw, reason)
+    if new == state:
+        return Step(state, _NO_EFFECTS)
+    return Step(new, _NO_EFFECTS)
+
+
+def _sync_successes(policy: Policy, state: BreakerState, event: Event) -> Step:
+    """HALF_OPEN: the fleet's probe successes; enough of them close the circuit."""
+    assert isinstance(event, Synced)
+    current = _check_synced(policy, state, event)
+    state = _expire_leases(state, event.now)
+    if not current or event.half_open_successes <= state.half_open_successes:
+        return Step(state, _NO_EFFECTS)  # not ours, or nothing the local count lacks
+    if event.half_open_successes >= policy.success_threshold:
+        return _close(state, Reason.PROBES_SUCCEEDED)
+    new = BreakerState(HALF_OPEN, state.version, 0, event.half_open_successes, EMPTY_WINDOW,
+                       EMPTY_WINDOW, state.opened_at, None, state.trips, state.probes,
+                       state.next_probe)  # fmt: skip
+    return Step(new, _NO_EFFECTS)
+
+
+def _validate_synced(policy: Policy, state: BreakerState, event: Event) -> Step:
+    """OPEN, FORCED_OPEN, DISABLED: shared counts are validated and decide nothing."""
+    assert isinstance(event, Synced)
+    _check_synced(policy, state, event)
+    return Step(state, _NO_EFFECTS)
+
+
 # --------------------------------------------------------------------------- the table
 
 _PER_STATE: Final[dict[State, dict[type, Handler]]] = {
@@ -440,30 +522,35 @@ _PER_STATE: Final[dict[State, dict[type, Handler]]] = {
         CallFinished: _count,
         Tick: _nothing,
         LeaseExpired: _nothing,
+        Synced: _sync_counts,
     },
     OPEN: {
         CallRequested: _reject_or_half_open,
         CallFinished: _ignore_outcome,
         Tick: _half_open_when_due,
         LeaseExpired: _nothing,
+        Synced: _validate_synced,
     },
     HALF_OPEN: {
         CallRequested: _admit_probe,
         CallFinished: _settle_probe,
         Tick: _expire,
         LeaseExpired: _release_probe,
+        Synced: _sync_successes,
     },
     FORCED_OPEN: {
         CallRequested: _reject_forced,
         CallFinished: _ignore_outcome,
         Tick: _nothing,
         LeaseExpired: _nothing,
+        Synced: _validate_synced,
     },
     DISABLED: {
         CallRequested: _admit,
         CallFinished: _ignore_outcome,
         Tick: _nothing,
         LeaseExpired: _nothing,
+        Synced: _validate_synced,
     },
 }
 

@@ -1,0 +1,441 @@
+"""A breaker's local replica of a circuit kept in shared storage.
+
+The breaker admits and rejects from its local state, with no round trip, and counts
+outcomes into a batch. Its runner calls :meth:`Replica.service`, which
+
+1. writes the transitions this process's core decided (compare-and-set on the version
+   last known to be stored): the winner announces them with ``won=True``; a loser adopts
+   what is stored and announces that with ``won=False``;
+2. flushes the batch (and the probe permits that reported) and gives the fleet's counts
+   back to the core (:class:`~breaker_machines._core.records.Synced`), which may decide a
+   transition in turn;
+3. refreshes an idle breaker now and then, as a backstop to published transitions, which
+   :meth:`Replica.observe` adopts as they arrive.
+
+Every decision is the core's; this module only moves records between the core and the
+storage and converts times: storage sends durations relative to its own clock, the
+replica turns them into times on the breaker's clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from typing import TYPE_CHECKING, Final
+
+import anyio
+
+from ._core.errors import InvalidEvent
+from ._core.records import EMPTY_WINDOW, BreakerState, RemoteObserved, Synced, Window
+from ._core.status import Outcome, Reason, State
+from ._core.transitions import step
+from .callbacks import Transition
+from .storage.shared import Batch, Bucket, Proposal, SharedRecord, SharedStorage, StorageError
+
+if TYPE_CHECKING:
+    from ._base import BreakerBase
+
+__all__ = ["Replica"]
+
+logger = logging.getLogger("breaker_machines")
+
+_SUCCESS: Final = Outcome.SUCCESS
+_FAILURE: Final = Outcome.FAILURE
+_TIMEOUT: Final = Outcome.TIMEOUT
+_MAX_BATCH: Final = 100_000
+_FIRST_RETRY: Final = 0.05
+_LAST_RETRY: Final = 5.0
+
+
+def _window(buckets: tuple[Bucket, ...], head: int) -> Window:
+    if not buckets:
+        return Window(head, (), 0, 0, 0)
+    calls = failures = slow = 0
+    for bucket in buckets:
+        calls += bucket[0]
+        failures += bucket[1]
+        slow += bucket[2]
+    return Window(head, buckets, calls, failures, slow)
+
+
+class Replica:
+    """The shared-storage half of a breaker (one per breaker using a shared storage)."""
+
+    __slots__ = (
+        "batch",
+        "batch_version",
+        "breaker",
+        "degraded",
+        "dropped",
+        "errors",
+        "flush_due",
+        "force",
+        "lock",
+        "origin",
+        "proposed",
+        "refresh_due",
+        "released",
+        "reserved",
+        "retry_at",
+        "retry_delay",
+        "stale",
+        "storage",
+        "synced",
+        "synced_state",
+        "tokens",
+        "want_permit",
+    )
+
+    def __init__(self, breaker: BreakerBase, storage: SharedStorage) -> None:
+        self.breaker = breaker
+        self.storage = storage
+        self.origin = uuid.uuid4().hex
+        self.synced = 0  # the version last known to be stored
+        self.synced_state = BreakerState()  # the local state at that version
+        self.batch: list[str] = []
+        self.batch_version = 0
+        self.released: list[tuple[str, bool]] = []
+        self.tokens: dict[int, str] = {}  # local probe id -> fleet permit token
+        self.proposed: list[Transition] = []  # decided here, not yet written
+        self.force = False
+        self.flush_due: float | None = None
+        self.refresh_due = -math.inf
+        self.retry_at = -math.inf
+        self.retry_delay = _FIRST_RETRY
+        self.degraded = False
+        self.errors = 0
+        self.stale = 0  # outcomes of a generation that ended before they were flushed
+        self.dropped = 0  # outcomes beyond the batch bound while storage was unreachable
+        self.lock: anyio.Lock | None = None
+        self.reserved: tuple[int, str] | None = None  # (version, token) for a sync guard
+        self.want_permit = False
+
+    # ------------------------------------------------------------------ hot path (sync)
+
+    def note(self, outcome: Outcome, duration: float, generation: int, probe: int | None) -> None:
+        """Count one outcome into the batch (called for every outcome, before the core)."""
+        breaker = self.breaker
+        if probe is not None:
+            token = self.tokens.pop(probe, None)
+            if token is not None:
+                limit = breaker.policy.slow_call_duration
+                slow = limit is not None and duration >= limit
+                self.released.append((token, outcome is _SUCCESS and not slow))
+                self.flush_due = -math.inf
+                breaker._wake_runner()
+            return
+        if outcome is _SUCCESS:
+            letter = "s"
+        elif outcome is _FAILURE or outcome is _TIMEOUT:
+            letter = "f"
+        else:
+            return  # neutral
+        if breaker._timed:
+            limit = breaker.policy.slow_call_duration
+            if limit is not None and duration >= limit:
+                letter = letter.upper()
+        batch = self.batch
+        if generation != self.batch_version:
+            if batch:
+                if generation < self.batch_version:
+                    self.stale += 1
+                    return
+                self.stale += len(batch)
+                batch.clear()
+            self.batch_version = generation
+        if len(batch) >= _MAX_BATCH:
+            self.dropped += 1
+            return
+        batch.append(letter)
+        if len(batch) == 1:
+            self.flush_due = breaker._clock() + self.storage.flush_interval
+            breaker._wake_runner()
+        elif len(batch) == self.storage.flush_size:
+            self.flush_due = -math.inf
+            breaker._wake_runner()
+
+    def decided(self, transition: Transition) -> None:
+        """The core decided a transition here: write it before announcing it."""
+        self.proposed.append(transition)
+        self.breaker._wake_runner()
+
+    # ------------------------------------------------------------------ the runner
+
+    def next_due(self, now: float) -> float:
+        """Seconds until :meth:`service` has something to do."""
+        if now < self.retry_at:
+            return self.retry_at - now
+        if self.force or self.want_permit or self.breaker._state.version != self.synced:
+            return 0.0
+        due = self.refresh_due
+        if self.flush_due is not None:
+            due = min(due, self.flush_due)
+        return max(0.0, due - now)
+
+    async def service(self, *, raise_errors: bool = False) -> None:
+        """Do what is due: write decided transitions, reserve, flush, refresh.
+
+        A storage failure marks the replica degraded and schedules a retry; it is raised
+        only with ``raise_errors``.
+        """
+        if self.lock is None:
+            self.lock = anyio.Lock()
+        async with self.lock:
+            try:
+                await self._service()
+            except StorageError as error:
+                self._failed(error)
+                if raise_errors:
+                    raise
+            else:
+                if self.degraded:
+                    self.degraded = False
+                    logger.info(
+                        "breaker %r: shared storage answers again",
+                        self.breaker.name,
+                        extra={"breaker": self.breaker.name},
+                    )
+                self.retry_delay = _FIRST_RETRY
+
+    async def _service(self) -> None:
+        breaker = self.breaker
+        for _ in range(8):  # each pass makes progress; a bound keeps the runner responsive
+            now = breaker._clock()
+            if self.force or breaker._state.version != self.synced:
+                await self._propose()
+                continue
+            if self.want_permit:
+                self.want_permit = False
+                await self._reserve()
+                continue
+            if self.flush_due is not None and now >= self.flush_due:
+                await self._flush()
+                continue
+            if now >= self.refresh_due:
+                await self._flush()
+                continue
+            return
+
+    def _failed(self, error: StorageError) -> None:
+        breaker = self.breaker
+        self.errors += 1
+        if not self.degraded:
+            self.degraded = True
+            logger.warning(
+                "breaker %r: shared storage failed (%s); deciding from the local replica",
+                breaker.name,
+                error,
+                extra={"breaker": breaker.name},
+            )
+        delay = self.retry_delay
+        self.retry_at = breaker._clock() + delay * (0.5 + breaker._random())
+        self.retry_delay = min(delay * 2.0, _LAST_RETRY)
+
+    async def _flush(self) -> None:
+        breaker = self.breaker
+        batch = self.batch
+        outcomes = ""
+        version = self.synced
+        if batch and self.batch_version == self.synced:
+            outcomes = "".join(batch)
+        elif batch:
+            self.stale += len(batch)
+        released = tuple(self.released)
+        self.batch = []
+        self.released = []
+        self.flush_due = None
+        try:
+            record = await self.storage.flush(
+                breaker.name, breaker.policy, Batch(version, outcomes, released)
+            )
+        except BaseException:
+            # Not delivered: put it back in front of what came meanwhile (bounded).
+            if outcomes and self.batch_version == version:
+                room = max(0, _MAX_BATCH - len(self.batch))
+                kept = list(outcomes[:room])
+                self.dropped += len(outcomes) - len(kept)
+                self.batch[:0] = kept
+            self.released[:0] = released
+            if self.batch or self.released:
+                self.flush_due = breaker._clock() + self.storage.flush_interval
+            raise
+        self.refresh_due = breaker._clock() + self.storage.refresh_interval
+        self.absorb(record)
+
+    async def _propose(self) -> None:
+        breaker = self.breaker
+        state = breaker.snapshot
+        expected = self.synced
+        force = self.force
+        now = breaker._clock()
+        reason = self.proposed[-1].reason if self.proposed else Reason.RESET
+        opened_ago = None if state.opened_at is None else max(0.0, now - state.opened_at)
+        open_for = None
+        if state.status is State.OPEN and state.retry_at is not None:
+            open_for = state.retry_at - now
+        proposal = Proposal(
+            state.status, state.version, state.trips, reason, opened_ago, open_for, self.origin
+        )
+        won, record = await self.storage.propose(breaker.name, expected, proposal, force=force)
+        if self.synced != expected:
+            return  # a newer record was adopted while this one was on its way
+        self.force = False
+        if not won:
+            self.adopt(record, won=False)
+            return
+        announced = [t for t in self.proposed if t.version <= state.version]
+        self.proposed = [t for t in self.proposed if t.version > state.version]
+        if record.version == state.version:
+            self.synced = state.version
+            self.synced_state = state
+            breaker._announce(announced)
+        else:  # forced past a newer stored version: the stored record is ours
+            self.adopt(record, won=True)
+        self.refresh_due = breaker._clock() + self.storage.refresh_interval
+
+    # ------------------------------------------------------------------ records in
+
+    def absorb(self, record: SharedRecord) -> None:
+        """Take a record read back by a flush or a refresh."""
+        breaker = self.breaker
+        if record.missing or record.version < self.synced:
+            if self.synced > 0 or breaker._state.version > 0:
+                self.force = True  # the storage lost it (expired, restarted): write ours back
+            return
+        if record.version > self.synced:
+            self.adopt(record, won=False)
+            return
+        if breaker._state.version != self.synced:
+            return  # our own transition is on its way: these counts are of the old generation
+        policy = breaker.policy
+        now = breaker._clock()
+        failure_window = EMPTY_WINDOW
+        if policy.failures is not None:
+            failure_window = _window(record.failure_buckets, int(now // policy.within_width))
+        rate_window = EMPTY_WINDOW
+        if policy.counts_rates:
+            head = record.rate_head if policy.rate_bucket_calls else int(now // policy.rate_width)
+            rate_window = _window(record.rate_buckets, head)
+        draw = breaker._random() if breaker._jitter else 0.5
+        event = Synced(
+            record.version,
+            record.consecutive_failures,
+            record.half_open_successes,
+            failure_window,
+            rate_window,
+            now,
+            draw,
+        )
+        try:
+            _, announced = breaker._step(event)
+        except InvalidEvent as error:
+            raise StorageError(f"shared counts rejected by the core: {error}") from None
+        if announced:
+            breaker._announce(announced)
+
+    def observe(self, record: SharedRecord) -> None:
+        """A transition published by some process (possibly this one)."""
+        if record.origin == self.origin or record.version <= self.synced:
+            return
+        try:
+            self.adopt(record, won=False)
+        except StorageError as error:
+            logger.warning("breaker %r: %s", self.breaker.name, error)
+
+    def adopt(self, record: SharedRecord, *, won: bool) -> None:
+        """Replace the local state by the stored one (a new generation)."""
+        breaker = self.breaker
+        now = breaker._clock()
+        base = self.synced_state
+        if record.version <= base.version:  # the storage went back (lost data, forced)
+            base = base._replace(version=max(record.version - 1, 0))
+        base = base._replace(next_probe=breaker._state.next_probe)
+        opened_at = None if record.opened_ago is None else now - record.opened_ago
+        retry_at = None if record.retry_in is None else now + record.retry_in
+        event = RemoteObserved(
+            record.status, record.version, opened_at, retry_at, record.trips, now
+        )
+        try:
+            result = step(breaker.policy, base, event)
+        except InvalidEvent as error:
+            raise StorageError(f"stored record rejected by the core: {error}") from None
+        new = result.state
+        if new is base:  # not newer than the base after all: nothing to adopt
+            return
+        self.stale += len(self.batch)
+        self.batch.clear()
+        self.tokens.clear()
+        self.reserved = None
+        self.proposed.clear()
+        self.force = False
+        self.synced = record.version
+        self.synced_state = new
+        breaker._install(new)
+        breaker._wake_runner()
+        reason = record.reason or Reason.REMOTE
+        breaker._announce(
+            [Transition(breaker.name, base.status, new.status, reason, new.version, now, won)]
+        )
+
+    # ------------------------------------------------------------------ half-open permits
+
+    def claim(self, generation: int, probe: int) -> bool:
+        """A sync guard's half-open probe: use the permit the runner reserved, if any.
+
+        Without one the guard is rejected and the runner is asked to reserve a permit
+        for the next caller (a sync guard cannot wait for a round trip). With storage
+        unreachable the local permit stands.
+        """
+        reserved = self.reserved
+        if reserved is not None and reserved[0] == generation == self.synced:
+            self.reserved = None
+            self.tokens[probe] = reserved[1]
+            return True
+        if self.degraded:
+            return True
+        self.want_permit = True
+        self.breaker._wake_runner()
+        return False
+
+    async def _reserve(self) -> None:
+        breaker = self.breaker
+        state = breaker._state
+        if self.reserved is not None or state.status is not State.HALF_OPEN:
+            return
+        if state.version != self.synced:
+            return
+        token = uuid.uuid4().hex
+        policy = breaker.policy
+        won, record = await self.storage.acquire_probe(
+            breaker.name, state.version, policy.half_open_probes, policy.probe_lease, token
+        )
+        if won:
+            self.reserved = (state.version, token)
+        elif record.version > self.synced:
+            self.adopt(record, won=False)
+
+    async def take_probe(self, generation: int, probe: int) -> bool:
+        """Take the fleet's permit for a local half-open probe; False: the fleet has none."""
+        breaker = self.breaker
+        if generation != self.synced:
+            await self.service()  # our half-open transition is not stored yet: write it
+            if generation != self.synced or breaker._state.version != generation:
+                # Still not stored: with storage down the local permit stands; otherwise
+                # the circuit has moved on and this permit is void.
+                return self.degraded and breaker._state.version == generation
+        token = uuid.uuid4().hex
+        policy = breaker.policy
+        try:
+            won, record = await self.storage.acquire_probe(
+                breaker.name, generation, policy.half_open_probes, policy.probe_lease, token
+            )
+        except StorageError as error:
+            self._failed(error)
+            return True  # storage unreachable: the local permit stands
+        if won:
+            self.tokens[probe] = token
+            return True
+        if record.version > self.synced:
+            self.adopt(record, won=False)
+        return False

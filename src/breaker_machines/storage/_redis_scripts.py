@@ -1,0 +1,203 @@
+"""The Lua scripts the Redis storage runs: each operation is one script, one round trip.
+
+Every script reads the time from Redis (``TIME``), never from a process: stored times are
+the server's, and what goes back to a process is relative (``retry_in``, ``opened_ago``).
+A breaker's keys share one hash tag, so a script touches one cluster slot. Names and
+every other value arrive as ``ARGV`` (data), never as script text.
+
+Keys of one breaker (``KEYS``): ``1`` the record (a hash), ``2`` the window buckets (a
+hash: ``f:<bucket>`` failures of the failure window, ``c:``/``x:``/``s:<bucket>`` calls,
+failures and slow calls of the rate window), ``3`` the half-open permits (a sorted set:
+token -> lease end).
+"""
+
+from __future__ import annotations
+
+__all__ = ["ACQUIRE", "FLUSH", "PROPOSE"]
+
+# Shared helpers, pasted at the top of each script (scripts cannot share functions).
+_PRELUDE = r"""
+local function clock(shift)
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(shift)
+end
+local function num(v, d)
+  if v == nil or v == false or v == '' then return d end
+  return tonumber(v)
+end
+local function read(key)
+  local raw = redis.call('HGETALL', key)
+  local h = {}
+  for i = 1, #raw, 2 do h[raw[i]] = raw[i + 1] end
+  return h
+end
+local function stamp(x)
+  return string.format('%.6f', x)
+end
+-- The record as a process sees it: times relative to now, windows newest bucket first.
+-- spec = {failure bucket width, rate bucket width, calls per rate bucket, buckets}
+local function record(h, now, wkey, pkey, spec)
+  local rec = {
+    status = h.status or 'closed', version = num(h.version, 0), trips = num(h.trips, 0),
+    reason = h.reason or '', cf = num(h.cf, 0), hos = num(h.hos, 0),
+    rhead = num(h.rhead, 0), origin = h.origin or '', missing = 0, fw = {}, rw = {},
+  }
+  if h.version == nil then rec.missing = 1 end
+  local opened = num(h.opened_at, nil)
+  if opened ~= nil then rec.opened_ago = now - opened end
+  local retry = num(h.retry_at, nil)
+  if retry ~= nil then rec.retry_in = retry - now end
+  rec.probes = redis.call('ZCOUNT', pkey, '(' .. stamp(now), '+inf')
+  local fwidth, rwidth, rcalls, n = spec[1], spec[2], spec[3], spec[4]
+  if n > 0 and (fwidth > 0 or rwidth > 0 or rcalls > 0) then
+    local w = read(wkey)
+    if fwidth > 0 then
+      local head = math.floor(now / fwidth)
+      for i = 0, n - 1 do rec.fw[i + 1] = num(w['f:' .. (head - i)], 0) end
+    end
+    local head = nil
+    if rcalls > 0 then head = rec.rhead elseif rwidth > 0 then head = math.floor(now / rwidth) end
+    if head ~= nil then
+      for i = 0, n - 1 do
+        local b = head - i
+        rec.rw[i + 1] = {num(w['c:' .. b], 0), num(w['x:' .. b], 0), num(w['s:' .. b], 0)}
+      end
+    end
+  end
+  return rec
+end
+local function touch(ttl, keys)
+  for _, k in ipairs(keys) do redis.call('PEXPIRE', k, ttl) end
+end
+"""
+
+#: Add a batch of outcomes and released permits; read the record back.
+#: ARGV: shift, ttl_ms, version, outcomes, fwidth, rwidth, rcalls, buckets, probes (JSON
+#: list of [token, 0|1]), name.
+FLUSH = (
+    _PRELUDE
+    + r"""
+local now = clock(ARGV[1])
+local ttl = tonumber(ARGV[2])
+local version = tonumber(ARGV[3])
+local outcomes = ARGV[4]
+local spec = {tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])}
+local released = cjson.decode(ARGV[9])
+local h = read(KEYS[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', stamp(now))
+local current = num(h.version, 0) == version
+local wrote = false
+if current and h.version == nil and #outcomes > 0 then
+  redis.call('HSET', KEYS[1], 'status', 'closed', 'version', 0, 'trips', 0, 'cf', 0,
+             'hos', 0, 'rhead', 0, 'name', ARGV[10], 'reason', '', 'origin', '')
+  h = read(KEYS[1])
+end
+local status = h.status or 'closed'
+if current and status == 'closed' and #outcomes > 0 then
+  local fwidth, rwidth, rcalls = spec[1], spec[2], spec[3]
+  local cf = num(h.cf, 0)
+  local rhead = num(h.rhead, 0)
+  local incr = {}
+  local function bump(field, by)
+    if by > 0 then incr[field] = (incr[field] or 0) + by end
+  end
+  local fhead = fwidth > 0 and math.floor(now / fwidth) or 0
+  local thead = rwidth > 0 and math.floor(now / rwidth) or 0
+  local fill = 0
+  if rcalls > 0 then fill = num(redis.call('HGET', KEYS[2], 'c:' .. rhead), 0) end
+  for i = 1, #outcomes do
+    local c = string.sub(outcomes, i, i)
+    local failed = (c == 'f' or c == 'F') and 1 or 0
+    local slow = (c == 'S' or c == 'F') and 1 or 0
+    if failed == 1 then cf = cf + 1 else cf = 0 end
+    if fwidth > 0 then bump('f:' .. fhead, failed) end
+    local b = nil
+    if rcalls > 0 then
+      if fill >= rcalls then rhead = rhead + 1; fill = 0 end
+      fill = fill + 1
+      b = rhead
+    elseif rwidth > 0 then
+      b = thead
+    end
+    if b ~= nil then
+      bump('c:' .. b, 1); bump('x:' .. b, failed); bump('s:' .. b, slow)
+    end
+  end
+  for field, by in pairs(incr) do redis.call('HINCRBY', KEYS[2], field, by) end
+  redis.call('HSET', KEYS[1], 'cf', cf, 'rhead', rhead)
+  -- Buckets that left every window go: the hash never holds more than a few rings.
+  local n = spec[4]
+  local keep_f = fhead - n + 1
+  local keep_r = (rcalls > 0) and (rhead - n + 1) or (thead - n + 1)
+  for _, field in ipairs(redis.call('HKEYS', KEYS[2])) do
+    local kind, index = string.match(field, '^(%a):(-?%d+)$')
+    index = tonumber(index)
+    if index == nil or (kind == 'f' and index < keep_f) or (kind ~= 'f' and index < keep_r) then
+      redis.call('HDEL', KEYS[2], field)
+    end
+  end
+  wrote = true
+end
+local successes = num(h.hos, 0)
+for _, permit in ipairs(released) do
+  local freed = redis.call('ZREM', KEYS[3], permit[1]) == 1
+  if freed and current and status == 'half_open' and permit[2] == 1 then
+    successes = successes + 1
+    wrote = true
+  end
+end
+if current and successes ~= num(h.hos, 0) then redis.call('HSET', KEYS[1], 'hos', successes) end
+if wrote then touch(ttl, KEYS) end
+return cjson.encode(record(read(KEYS[1]), now, KEYS[2], KEYS[3], spec))
+"""
+)
+
+#: Compare-and-set a transition on the version (or force it), then publish it.
+#: ARGV: shift, ttl_ms, expected, force (0|1), status, version, trips, reason,
+#: opened_ago ('' for none), open_for ('' for none), origin, name, channel.
+PROPOSE = (
+    _PRELUDE
+    + r"""
+local now = clock(ARGV[1])
+local ttl = tonumber(ARGV[2])
+local h = read(KEYS[1])
+local stored = num(h.version, 0)
+local none = {0, 0, 0, 0}
+if ARGV[4] ~= '1' and stored ~= tonumber(ARGV[3]) then
+  return cjson.encode({0, record(h, now, KEYS[2], KEYS[3], none)})
+end
+local version = tonumber(ARGV[6])
+if ARGV[4] == '1' then version = math.max(stored + 1, version) end
+local opened_at, retry_at = '', ''
+if ARGV[9] ~= '' then opened_at = stamp(now - tonumber(ARGV[9])) end
+if ARGV[10] ~= '' then retry_at = stamp(now + tonumber(ARGV[10])) end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('HSET', KEYS[1], 'status', ARGV[5], 'version', version, 'trips', ARGV[7],
+           'reason', ARGV[8], 'opened_at', opened_at, 'retry_at', retry_at, 'cf', 0,
+           'hos', 0, 'rhead', 0, 'origin', ARGV[11], 'name', ARGV[12])
+touch(ttl, KEYS)
+local rec = record(read(KEYS[1]), now, KEYS[2], KEYS[3], none)
+rec.name = ARGV[12]
+redis.call('PUBLISH', ARGV[13], cjson.encode(rec))
+return cjson.encode({1, rec})
+"""
+)
+
+#: Take a half-open permit with a lease on the server's clock.
+#: ARGV: shift, ttl_ms, version, limit, lease, token.
+ACQUIRE = (
+    _PRELUDE
+    + r"""
+local now = clock(ARGV[1])
+local h = read(KEYS[1])
+local none = {0, 0, 0, 0}
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', stamp(now))
+if (h.status or 'closed') ~= 'half_open' or num(h.version, 0) ~= tonumber(ARGV[3])
+   or redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[4]) then
+  return cjson.encode({0, record(h, now, KEYS[2], KEYS[3], none)})
+end
+redis.call('ZADD', KEYS[3], stamp(now + tonumber(ARGV[5])), ARGV[6])
+touch(tonumber(ARGV[2]), KEYS)
+return cjson.encode({1, record(h, now, KEYS[2], KEYS[3], none)})
+"""
+)

@@ -1,0 +1,506 @@
+"""Redis storage: one breaker shared by many processes, on redis-py's ``redis.asyncio``.
+
+Each operation of the shared-storage protocol is one Lua script (one round trip, atomic
+on the server): see :mod:`._redis_scripts`. Transitions are published on one channel per
+key prefix; the storage listens to it while it is open and hands each message to the
+breakers of this process that watch that name.
+
+Under asyncio the client runs on the caller's event loop. redis-py does not run under
+trio, so there the storage runs its client on an asyncio loop in one thread of its own
+(:mod:`._bridge`), started when the storage opens and stopped when it closes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import urllib.parse
+import uuid
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import anyio
+import anyio.abc
+
+from .._core.errors import ConfigError
+from .._core.policy import Policy
+from .._core.status import Reason, State
+from . import _redis_scripts
+from ._bridge import Executor, executor_for_current_loop
+from .shared import Batch, Bucket, Proposal, SharedRecord, SharedStorage, StorageError, Watcher
+
+if TYPE_CHECKING:
+    import redis.asyncio
+
+__all__ = ["RedisStorage"]
+
+logger = logging.getLogger("breaker_machines.storage.redis")
+
+T = TypeVar("T")
+
+_SCHEMES = ("redis", "rediss", "unix")
+_STATES = {state.value: state for state in State}
+_REASONS = {reason.value: reason for reason in Reason}
+_MAX_NAME = 10_000
+
+
+def _check_prefix(prefix: object) -> str:
+    if not isinstance(prefix, str) or not prefix:
+        raise ConfigError("prefix", prefix, "must be a non-empty string")
+    if "{" in prefix or "}" in prefix:
+        raise ConfigError("prefix", prefix, "must not contain { or } (they make cluster hash tags)")
+    if len(prefix) > 200 or not prefix.isprintable():
+        raise ConfigError("prefix", prefix, "must be at most 200 printable characters")
+    return prefix
+
+
+def _check_url(url: object) -> str:
+    if not isinstance(url, str):
+        raise ConfigError("url", url, "must be a string such as redis://host:6379/0")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as error:
+        raise ConfigError("url", url, f"is not a valid URL ({error})") from None
+    if parts.scheme not in _SCHEMES:
+        raise ConfigError("url", url, f"scheme must be one of {', '.join(_SCHEMES)}")
+    if parts.scheme != "unix" and not parts.hostname:
+        raise ConfigError("url", url, "has no host")
+    return url
+
+
+def _redacted(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def _seconds(field: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(field, value, "must be a number of seconds")
+    if not 0.0 < value < math.inf:
+        raise ConfigError(field, value, "must be a finite number of seconds > 0")
+    return float(value)
+
+
+class RedisStorage(SharedStorage):
+    """Breaker state in Redis, shared by every process that uses the same ``prefix``.
+
+    ``RedisStorage(url="redis://host:6379/0")`` (``rediss://`` for TLS; user and password
+    in the URL for ACLs) creates and owns a connection pool;
+    ``RedisStorage(client=my_redis)`` uses your ``redis.asyncio.Redis`` and leaves it open.
+    Open it with ``async with storage:`` in the task that will close it.
+
+    ``prefix`` starts every key; all keys of one breaker share a cluster hash tag. Keys of
+    a breaker nobody writes to expire after ``ttl`` seconds. ``flush_interval`` and
+    ``flush_size`` bound how long and how many outcomes a breaker batches before one
+    flush (``flush_interval=0``: every outcome is written through); ``refresh_interval``
+    is the backstop to published transitions; ``timeout`` bounds every operation.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        client: redis.asyncio.Redis | None = None,
+        prefix: str = "breaker-machines",
+        ttl: float = 86_400.0,
+        flush_interval: float = 0.1,
+        flush_size: int = 1000,
+        refresh_interval: float = 2.0,
+        timeout: float = 1.0,
+        max_connections: int = 16,
+    ) -> None:
+        if (url is None) == (client is None):
+            raise ConfigError("url", url, "give either url= or client=, not both or neither")
+        if url is not None:
+            _check_url(url)
+        if client is not None:
+            try:
+                import redis.asyncio as aioredis
+            except ImportError:  # pragma: no cover - redis is needed to have a client at all
+                raise ConfigError("client", client, "needs redis-py installed") from None
+            if not isinstance(client, aioredis.Redis):
+                raise ConfigError("client", client, "must be a redis.asyncio.Redis")
+        if (
+            isinstance(max_connections, bool)
+            or not isinstance(max_connections, int)
+            or max_connections < 2
+        ):
+            raise ConfigError("max_connections", max_connections, "must be an integer >= 2")
+        self._url = url
+        self._client: Any = client
+        self._owns_client = client is None
+        self.prefix = _check_prefix(prefix)
+        self.ttl = _seconds("ttl", ttl)
+        self._configure(
+            flush_interval=flush_interval,
+            flush_size=flush_size,
+            refresh_interval=refresh_interval,
+            timeout=timeout,
+        )
+        self._max_connections = max_connections
+        self.channel = f"{self.prefix}:transitions"
+        self._executor: Executor | None = None
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._scripts: dict[str, Any] = {}
+        self._watchers: dict[str, list[Watcher]] = {}
+        self._shift = 0.0
+        self._subscribed = anyio.Event()
+        self.errors = 0
+        """Operations that failed (unreachable, timed out, bad data) since the storage opened."""
+
+    def __repr__(self) -> str:
+        where = _redacted(self._url) if self._url is not None else "client"
+        return f"<RedisStorage {where} prefix={self.prefix!r}>"
+
+    # ------------------------------------------------------------------ keys
+
+    def keys(self, name: str) -> tuple[str, str, str]:
+        """The record, window and permit keys of breaker ``name``.
+
+        The name is percent-encoded inside one hash tag: any string is a valid name (spaces,
+        colons, braces, non-ASCII), two names never share a key, and all keys of one
+        breaker live in one cluster slot.
+        """
+        tag = urllib.parse.quote(name, safe="")
+        base = f"{self.prefix}:{{{tag}}}"
+        return f"{base}:state", f"{base}:window", f"{base}:probes"
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> RedisStorage:
+        if self._executor is not None:
+            raise RuntimeError(f"{self!r} is already open")
+        try:
+            import redis.asyncio  # noqa: F401
+        except ImportError:
+            raise ConfigError(
+                "storage", self, "needs redis-py: pip install 'breaker-machines[redis]'"
+            ) from None
+        executor = executor_for_current_loop("breaker-machines-redis")
+        self._executor = executor
+        try:
+            if self._client is None:
+                self._client = await executor.run(self._connect)
+            for key, text in (
+                ("flush", _redis_scripts.FLUSH),
+                ("propose", _redis_scripts.PROPOSE),
+                ("acquire", _redis_scripts.ACQUIRE),
+            ):
+                self._scripts[key] = self._client.register_script(text)
+            task_group = anyio.create_task_group()
+            await task_group.__aenter__()
+            self._task_group = task_group
+            task_group.start_soon(self._listen)
+        except BaseException:
+            await self._close_client()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        task_group, self._task_group = self._task_group, None
+        try:
+            if task_group is not None:
+                task_group.cancel_scope.cancel()
+                await task_group.__aexit__(None, None, None)
+        finally:
+            await self._close_client()
+
+    async def _close_client(self) -> None:
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        try:
+            if self._owns_client and self._client is not None:
+                client, self._client = self._client, None
+                with anyio.move_on_after(self.timeout, shield=True):
+                    await executor.run(client.aclose)
+        except Exception:
+            logger.warning("closing the Redis client failed", exc_info=True)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await executor.aclose()
+
+    async def _connect(self) -> Any:
+        import redis.asyncio as aioredis
+
+        assert self._url is not None
+        return aioredis.Redis.from_url(
+            self._url,
+            socket_timeout=self.timeout,
+            socket_connect_timeout=self.timeout,
+            max_connections=self._max_connections,
+            health_check_interval=30,
+        )
+
+    # ------------------------------------------------------------------ operations
+
+    async def _run(self, what: str, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        executor = self._executor
+        if executor is None:
+            raise StorageError(f"{self!r} is not open (use `async with storage:`)")
+        try:
+            with anyio.fail_after(self.timeout):
+                return await executor.run(fn, *args)
+        except TimeoutError:
+            self.errors += 1
+            raise StorageError(f"redis {what}: no answer within {self.timeout}s") from None
+        except StorageError:
+            self.errors += 1
+            raise
+        except Exception as error:
+            self.errors += 1
+            raise StorageError(f"redis {what}: {type(error).__name__}: {error}") from error
+
+    async def _script(self, key: str, name: str, args: list[Any]) -> Any:
+        script = self._scripts[key]
+        keys = list(self.keys(name))
+
+        async def call() -> Any:
+            return await script(keys=keys, args=args)
+
+        raw = await self._run(key, call)
+        try:
+            return json.loads(raw)
+        except (TypeError, ValueError) as error:
+            self.errors += 1
+            raise StorageError(f"redis {key}: unreadable answer {raw!r}") from error
+
+    def _common(self) -> list[Any]:
+        return [repr(self._shift), str(max(1, int(self.ttl * 1000)))]
+
+    async def flush(self, name: str, policy: Policy, batch: Batch) -> SharedRecord:
+        """Add ``batch`` to the shared windows and read the record back (one script)."""
+        args = [
+            *self._common(),
+            str(batch.version),
+            batch.outcomes,
+            repr(policy.within_width),
+            repr(policy.rate_width),
+            str(policy.rate_bucket_calls),
+            str(policy.bucket_count),
+            json.dumps([[token, 1 if ok else 0] for token, ok in batch.probes]),
+            name,
+        ]
+        return self._record(await self._script("flush", name, args), policy)
+
+    async def propose(
+        self, name: str, expected: int, proposal: Proposal, *, force: bool = False
+    ) -> tuple[bool, SharedRecord]:
+        """Compare-and-set ``proposal`` on ``expected`` (or force it) and publish it."""
+        args = [
+            *self._common(),
+            str(expected),
+            "1" if force else "0",
+            proposal.status.value,
+            str(proposal.version),
+            str(proposal.trips),
+            proposal.reason.value,
+            "" if proposal.opened_ago is None else repr(proposal.opened_ago),
+            "" if proposal.open_for is None else repr(proposal.open_for),
+            proposal.origin,
+            name,
+            self.channel,
+        ]
+        answer = await self._script("propose", name, args)
+        return self._verdict(answer)
+
+    async def acquire_probe(
+        self, name: str, version: int, limit: int, lease: float, token: str
+    ) -> tuple[bool, SharedRecord]:
+        """Take a fleet-wide half-open permit (a member of a sorted set scored by lease end)."""
+        args = [*self._common(), str(version), str(limit), repr(lease), token]
+        answer = await self._script("acquire", name, args)
+        return self._verdict(answer)
+
+    def _verdict(self, answer: Any) -> tuple[bool, SharedRecord]:
+        if not (isinstance(answer, list) and len(answer) == 2 and answer[0] in (0, 1)):
+            self.errors += 1
+            raise StorageError(f"redis: unreadable answer {answer!r}")
+        return answer[0] == 1, self._record(answer[1], None)
+
+    def _record(self, raw: Any, policy: Policy | None) -> SharedRecord:
+        """Validate what Redis sent back; a malformed record is an error, never trusted."""
+        try:
+            return _parse_record(raw, policy)
+        except (KeyError, TypeError, ValueError) as error:
+            self.errors += 1
+            raise StorageError(f"redis: malformed record {raw!r} ({error})") from None
+
+    # ------------------------------------------------------------------ push
+
+    def watch(self, name: str, watcher: Watcher) -> Callable[[], None]:
+        """Call ``watcher`` with each transition published for ``name``."""
+        self._watchers.setdefault(name, []).append(watcher)
+
+        def stop() -> None:
+            watchers = self._watchers.get(name)
+            if watchers is not None and watcher in watchers:
+                watchers.remove(watcher)
+                if not watchers:
+                    del self._watchers[name]
+
+        return stop
+
+    async def _listen(self) -> None:
+        """Receive published transitions while the storage is open; reconnect on errors."""
+        delay = 0.05
+        while True:
+            pubsub = None
+            try:
+                pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+                await self._run("subscribe", pubsub.subscribe, self.channel)
+                self._subscribed.set()
+                delay = 0.05
+                while True:
+                    assert self._executor is not None
+                    message = await self._executor.run(pubsub.get_message, timeout=1.0)
+                    if message is not None:
+                        self._deliver(message)
+            except Exception:
+                logger.warning(
+                    "Redis pub/sub on %s failed; retrying in %.2fs",
+                    self.channel,
+                    delay,
+                    exc_info=True,
+                )
+            finally:
+                if pubsub is not None and self._executor is not None:
+                    with anyio.move_on_after(self.timeout, shield=True), suppress(Exception):
+                        await self._executor.run(pubsub.aclose)
+            self._subscribed = anyio.Event()
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def _deliver(self, message: Any) -> None:
+        try:
+            data = json.loads(message["data"])
+            name = data["name"]
+            if not isinstance(name, str):
+                raise TypeError("name is not a string")
+            record = _parse_record(data, None)
+        except Exception:
+            logger.warning("ignored a malformed message on %s: %r", self.channel, message)
+            return
+        for watcher in list(self._watchers.get(name, ())):
+            try:
+                watcher(record)
+            except Exception:
+                logger.exception("a watcher of %r raised", name)
+
+    async def wait_subscribed(self) -> None:
+        """Wait until the storage listens for published transitions (tests, start-up)."""
+        await self._subscribed.wait()
+
+    # ------------------------------------------------------------------ testing, tools
+
+    def advance_clock(self, seconds: float) -> None:
+        """Testing only: the scripts add ``seconds`` more to Redis's ``TIME``."""
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, (int, float))
+            or not math.isfinite(seconds)
+        ):
+            raise ConfigError("seconds", seconds, "must be a finite number")
+        self._shift += float(seconds)
+
+    async def delete(self, name: str) -> None:
+        """Remove every key of breaker ``name``."""
+        client = self._client
+
+        async def delete() -> Any:
+            return await client.delete(*self.keys(name))
+
+        await self._run("delete", delete)
+
+    @staticmethod
+    def new_origin() -> str:
+        """A fresh identifier for one breaker object's writes."""
+        return uuid.uuid4().hex
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool):
+        raise TypeError(f"{value!r} is not a count")
+    number = int(value)
+    if number != value or number < 0:
+        raise ValueError(f"{value!r} is not a count")
+    return number
+
+
+def _duration(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{value!r} is not a number")
+    if not math.isfinite(value):
+        raise ValueError(f"{value!r} is not finite")
+    return float(value)
+
+
+def _buckets(raw: Any) -> list[Any]:
+    if isinstance(raw, dict) and not raw:  # cjson writes an empty table as {}
+        return []
+    if not isinstance(raw, list):
+        raise TypeError(f"{raw!r} is not a list of buckets")
+    return raw  # pyright: ignore[reportUnknownVariableType]
+
+
+def _parse_record(raw: Any, policy: Policy | None) -> SharedRecord:
+    if not isinstance(raw, dict):
+        raise TypeError("the record is not an object")
+    status = _STATES[raw["status"]]
+    reason = _REASONS.get(raw.get("reason") or "")
+    failure: tuple[Bucket, ...] = ()
+    rate: tuple[Bucket, ...] = ()
+    if policy is not None:
+        limit = policy.bucket_count
+        counts = [_count(c) for c in _buckets(raw.get("fw", []))]
+        triples = [tuple(_count(c) for c in b) for b in _buckets(raw.get("rw", []))]
+        if len(counts) > limit or len(triples) > limit:
+            raise ValueError("more buckets than the policy has")
+        for triple in triples:
+            if len(triple) != 3 or triple[1] > triple[0] or triple[2] > triple[0]:
+                raise ValueError(f"bucket {triple!r} is impossible")
+        failure = _trim(tuple((c, c, 0) for c in counts))
+        rate = _trim(tuple((t[0], t[1], t[2]) for t in triples))
+    origin = raw.get("origin", "")
+    if not isinstance(origin, str):
+        raise TypeError("origin is not a string")
+    return SharedRecord(
+        status=status,
+        version=_count(raw["version"]),
+        trips=_count(raw["trips"]),
+        reason=reason,
+        opened_ago=_duration(raw.get("opened_ago")),
+        retry_in=_duration(raw.get("retry_in")),
+        consecutive_failures=_count(raw.get("cf", 0)),
+        half_open_successes=_count(raw.get("hos", 0)),
+        failure_buckets=failure,
+        rate_buckets=rate,
+        rate_head=_count(raw.get("rhead", 0)),
+        probes=_count(raw.get("probes", 0)),
+        missing=bool(raw.get("missing", 0)),
+        origin=origin,
+    )
+
+
+def _trim(buckets: tuple[Bucket, ...]) -> tuple[Bucket, ...]:
+    """Drop empty buckets at the old end (the newest bucket always stays)."""
+    end = len(buckets)
+    while end > 1 and buckets[end - 1] == (0, 0, 0):
+        end -= 1
+    if end == 1 and buckets[0] == (0, 0, 0):
+        return ()
+    return buckets[:end]

@@ -1,0 +1,196 @@
+"""The protocol between a breaker and a storage shared by many processes.
+
+A shared storage stores and aggregates; it never decides. Every decision is the core's
+``step()``, made in some process on the numbers the storage reads back. The protocol has
+four operations, each one round trip:
+
+* :meth:`SharedStorage.flush`: add a batch of outcomes (for one generation) to the
+  shared windows and counters, release the probe permits that reported, and read the
+  record back. With an empty batch it is a refresh.
+* :meth:`SharedStorage.propose`: write a transition the core decided, by compare-and-set
+  on the version (``force``: an operator's control, or re-seeding a storage that lost
+  its data, written whatever the version), and publish it.
+* :meth:`SharedStorage.acquire_probe`: take one of the fleet's half-open probe permits,
+  with a lease that expires on the storage's clock.
+* :meth:`SharedStorage.watch`: register for the transitions other processes publish.
+
+Times cross the protocol as *durations relative to the storage server's clock*
+(``retry_in``, ``opened_ago``, ``open_for``): the storage stamps absolute times with its
+own clock, and each process converts them to its local clock on arrival. Skew between
+hosts therefore never changes when a circuit reopens or recovers.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .._core.errors import ConfigError
+from .._core.policy import Policy
+from .._core.status import Reason, State
+
+__all__ = [
+    "Batch",
+    "Proposal",
+    "SharedRecord",
+    "SharedStorage",
+    "StorageError",
+    "Watcher",
+]
+
+Bucket = tuple[int, int, int]
+"""``(calls, failures, slow)`` of one window bucket."""
+
+
+class StorageError(Exception):
+    """A shared storage could not do what was asked (unreachable, too slow, bad data).
+
+    Raised to the breaker's runner only: a breaker never lets it reach a caller of
+    ``guard()``; it keeps deciding from its local replica and retries.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Outcomes counted in one generation since the last flush, in order.
+
+    ``outcomes`` holds one letter per call: ``s`` success, ``f`` failure, ``S`` slow
+    success, ``F`` slow failure. ``probes`` are the half-open permits that reported, as
+    ``(token, succeeded)``.
+    """
+
+    version: int
+    outcomes: str = ""
+    probes: tuple[tuple[str, bool], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    """A transition the core decided, to be written as the circuit's new record."""
+
+    status: State
+    version: int
+    trips: int
+    reason: Reason
+    opened_ago: float | None
+    open_for: float | None
+    origin: str
+
+
+@dataclass(frozen=True, slots=True)
+class SharedRecord:
+    """A circuit as shared storage holds it, read back after an operation.
+
+    Times are relative to the storage's clock at the moment it answered. Windows are
+    newest bucket first: ``failure_buckets`` is time bucketed (its first bucket is the
+    current one); ``rate_buckets`` is time bucketed too, unless the policy counts calls, in
+    which case ``rate_head`` is the running number of its first bucket. ``missing`` means
+    the storage had no record (never written, expired or lost): it reads as a fresh CLOSED
+    circuit at version 0. ``origin`` names the breaker object that wrote the last
+    transition.
+    """
+
+    status: State
+    version: int
+    trips: int
+    reason: Reason | None
+    opened_ago: float | None
+    retry_in: float | None
+    consecutive_failures: int = 0
+    half_open_successes: int = 0
+    failure_buckets: tuple[Bucket, ...] = ()
+    rate_buckets: tuple[Bucket, ...] = ()
+    rate_head: int = 0
+    probes: int = 0
+    missing: bool = False
+    origin: str = ""
+
+
+Watcher = Callable[[SharedRecord], None]
+"""Called (in the event loop that opened the storage) with each published transition."""
+
+
+class SharedStorage(ABC):
+    """Base class of storages shared between processes (Redis, PostgreSQL, your own).
+
+    Open it with ``async with`` before the breakers that use it run, in the same task
+    that closes it. A breaker using a shared storage needs its runner (``Breaker.run`` or
+    ``running()``): the runner flushes, proposes and refreshes; callers never wait on the
+    storage except to take a half-open probe permit.
+    """
+
+    #: Shared by many processes: breakers batch, propose and adopt.
+    shared = True
+
+    flush_interval: float
+    """Seconds a batch of outcomes may wait before it is flushed (0: write-through)."""
+    flush_size: int
+    """Outcomes that trigger a flush at once, whatever the interval."""
+    refresh_interval: float
+    """Seconds between refreshes of an idle breaker (the backstop to published changes)."""
+    timeout: float
+    """Seconds every storage operation may take before it fails with StorageError."""
+
+    def _configure(
+        self,
+        *,
+        flush_interval: float,
+        flush_size: int,
+        refresh_interval: float,
+        timeout: float,
+    ) -> None:
+        for field, value, zero_ok in (
+            ("flush_interval", flush_interval, True),
+            ("refresh_interval", refresh_interval, False),
+            ("timeout", timeout, False),
+        ):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(field, value, "must be a number of seconds")
+            if not (0.0 <= value < math.inf) or (value == 0 and not zero_ok):
+                raise ConfigError(
+                    field, value, "must be a finite number >= 0" if zero_ok else "must be > 0"
+                )
+        if isinstance(flush_size, bool) or not isinstance(flush_size, int) or flush_size < 1:
+            raise ConfigError("flush_size", flush_size, "must be an integer >= 1")
+        self.flush_interval = float(flush_interval)
+        self.flush_size = flush_size
+        self.refresh_interval = float(refresh_interval)
+        self.timeout = float(timeout)
+
+    @abstractmethod
+    async def flush(self, name: str, policy: Policy, batch: Batch) -> SharedRecord:
+        """Add ``batch`` (if it is of the stored generation) and read the record back."""
+
+    @abstractmethod
+    async def propose(
+        self, name: str, expected: int, proposal: Proposal, *, force: bool = False
+    ) -> tuple[bool, SharedRecord]:
+        """Write ``proposal`` if the stored version is ``expected`` (or ``force``).
+
+        Returns whether it was written, and the record as stored afterwards. A forced
+        write gets version ``max(stored + 1, proposal.version)``. A written transition
+        starts a new generation (empty windows, counters and permits) and is published.
+        """
+
+    @abstractmethod
+    async def acquire_probe(
+        self, name: str, version: int, limit: int, lease: float, token: str
+    ) -> tuple[bool, SharedRecord]:
+        """Take a half-open permit as ``token`` if the record is HALF_OPEN at ``version``
+        and fewer than ``limit`` unexpired permits are out; its lease lasts ``lease``
+        seconds of the storage's clock."""
+
+    @abstractmethod
+    def watch(self, name: str, watcher: Watcher) -> Callable[[], None]:
+        """Call ``watcher`` with every transition published for ``name``; returns the
+        function that stops it."""
+
+    def advance_clock(self, seconds: float) -> None:
+        """Testing only: add ``seconds`` to the clock the storage stamps times with.
+
+        Conformance tests drive breakers with a fake clock; this moves the storage's
+        clock by the same amount so windows, leases and retry times age together.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no adjustable clock")
