@@ -42,7 +42,7 @@ def _available(version: str) -> bool:
 PYTHONS = [version for version in SUPPORTED if _available(version)]
 
 
-def _install(session: nox.Session, *groups: str, extras: str = "trio") -> None:
+def _install(session: nox.Session, *groups: str, extras: str = "trio,redis,postgres") -> None:
     for group in groups:
         session.install(*nox.project.dependency_groups(PYPROJECT, group))
     session.install("-e", f".[{extras}]" if extras else ".")

@@ -1,11 +1,14 @@
-"""The public stateful machine against the memory storage, under asyncio and trio."""
+"""The public stateful machine against every storage, under asyncio and trio."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import pytest
 from hypothesis import settings
 
 from breaker_machines import MemoryStorage
+from breaker_machines.storage import RedisStorage
 from breaker_machines.testing import breaker_machine
 
 _BACKENDS = ["asyncio", "trio"]
@@ -35,4 +38,57 @@ def test_memory_storage_with_rate_rules(backend: str) -> None:
     machine.TestCase.settings = settings(
         settings.default, stateful_step_count=40, max_examples=settings.default.max_examples // 2
     )
+    machine.TestCase().runTest()
+
+
+# --------------------------------------------------------------------------- Redis
+
+
+def _redis(url: str, prefix: str) -> Callable[[], RedisStorage]:
+    def factory() -> RedisStorage:
+        # A long flush interval: batches move when the machine syncs, or when a
+        # transition or a probe needs it, as in a busy process.
+        return RedisStorage(url, prefix=prefix, ttl=600, flush_interval=3600, timeout=5)
+
+    return factory
+
+
+def _fewer() -> settings:
+    return settings(
+        settings.default, stateful_step_count=30, max_examples=settings.default.max_examples // 4
+    )
+
+
+@pytest.mark.parametrize("backend", _BACKENDS)
+def test_redis_storage(backend: str, redis_url: str, redis_prefix: str) -> None:
+    machine = breaker_machine(_redis(redis_url, redis_prefix), backend=backend)
+    machine.TestCase.settings = _fewer()
+    machine.TestCase().runTest()
+
+
+@pytest.mark.parametrize("backend", _BACKENDS)
+def test_redis_storage_two_breakers_agree(backend: str, redis_url: str, redis_prefix: str) -> None:
+    machine = breaker_machine(_redis(redis_url, redis_prefix), backend=backend, peers=2)
+    machine.TestCase.settings = _fewer()
+    machine.TestCase().runTest()
+
+
+@pytest.mark.parametrize("backend", _BACKENDS)
+def test_redis_storage_two_breakers_with_rate_rules(
+    backend: str, redis_url: str, redis_prefix: str
+) -> None:
+    machine = breaker_machine(
+        _redis(redis_url, redis_prefix),
+        backend=backend,
+        peers=2,
+        consecutive_failures=None,
+        failure_rate=0.5,
+        minimum_calls=4,
+        window=20,
+        failures=5,
+        within=30,
+        half_open_probes=1,
+        success_threshold=1,
+    )
+    machine.TestCase.settings = _fewer()
     machine.TestCase().runTest()

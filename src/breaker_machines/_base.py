@@ -654,25 +654,33 @@ class BreakerBase:
         """Step an operator control or a tick. (Threaded runtimes lock around it.)"""
         return self._step(event)[1]
 
+    def _operate(self, event: Event) -> None:
+        """An operator's control: with shared storage it is written whatever is stored."""
+        version = self._state.version
+        self._control(event)
+        replica = self._replica
+        if replica is not None and self._state.version != version:
+            replica.force = True
+
     def force_open(self) -> None:
         """Hold the circuit open (rejecting every call) until ``force_close()``/``reset()``."""
-        self._control(ForceOpen(self._clock()))
+        self._operate(ForceOpen(self._clock()))
 
     def force_close(self) -> None:
         """Close the circuit now, with fresh windows (a no-op when it is CLOSED)."""
-        self._control(ForceClose(self._clock()))
+        self._operate(ForceClose(self._clock()))
 
     def reset(self) -> None:
         """Back to a fresh CLOSED circuit: windows, counters and backoff cleared."""
-        self._control(Reset(self._clock()))
+        self._operate(Reset(self._clock()))
 
     def disable(self) -> None:
         """Admit every call and count nothing until ``enable()``."""
-        self._control(Disable(self._clock()))
+        self._operate(Disable(self._clock()))
 
     def enable(self) -> None:
         """Leave DISABLED for a fresh CLOSED circuit (a no-op in any other state)."""
-        self._control(Enable(self._clock()))
+        self._operate(Enable(self._clock()))
 
     def _tick(self) -> None:
         """Send the core a Tick if one is due (OPEN -> HALF_OPEN on time)."""

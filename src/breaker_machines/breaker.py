@@ -43,6 +43,7 @@ _FAILURE: Final = Outcome.FAILURE
 _TIMEOUT: Final = Outcome.TIMEOUT
 _CANCELLED: Final = Outcome.CANCELLED
 _HALF_OPEN: Final = State.HALF_OPEN
+_OPEN: Final = State.OPEN
 
 
 class Guard:
@@ -103,37 +104,38 @@ class Guard:
     async def _enter_shared(self) -> Guard:
         """Shared storage: a half-open probe needs one of the fleet's permits too."""
         b = self._b
+        status = b._state.status
+        if status is not _HALF_OPEN and status is not _OPEN:
+            if b._bulkhead_wait <= 0.0 or b._limiter is None:
+                return self.__enter__()
+            return await self._enter_waiting()
         replica = b._replica
         assert replica is not None
-        if not b._free and b._state.status is _HALF_OPEN:
-            now = b._clock()
-            admitted = b._admit(now)
-            if admitted.probe is not None:
+        now = b._clock()
+        admitted = b._admit(now)  # the core decides; raises CircuitOpenError on rejection
+        if admitted.probe is not None:
+            try:
+                allowed = await replica.take_probe(admitted.generation, admitted.probe)
+            except BaseException:
+                b._record(_CANCELLED, 0.0, admitted.generation, admitted.probe)
+                raise
+            if not allowed:
+                self._refuse_probe(admitted.generation, admitted.probe)
+        self._gen = admitted.generation
+        self._probe = admitted.probe
+        self._start = now
+        self._slot = False
+        if b._limiter is not None:
+            if b._bulkhead_wait > 0.0:
+                await self._wait_for_slot()
+            else:
                 try:
-                    allowed = await replica.take_probe(admitted.generation, admitted.probe)
-                except BaseException:
-                    b._record(_CANCELLED, 0.0, admitted.generation, admitted.probe)
-                    raise
-                if not allowed:
-                    self._refuse_probe(admitted.generation, admitted.probe)
-            self._gen = admitted.generation
-            self._probe = admitted.probe
-            self._start = now
-            self._slot = False
-            if b._limiter is not None:
-                if b._bulkhead_wait > 0.0:
-                    await self._wait_for_slot()
-                else:
-                    try:
-                        b._limiter.acquire_on_behalf_of_nowait(self)
-                    except anyio.WouldBlock:
-                        self._refuse_bulkhead()
-                    self._slot = True
-            self._start_scope()
-            return self
-        if b._bulkhead_wait <= 0.0 or b._limiter is None:
-            return self.__enter__()
-        return await self._enter_waiting()
+                    b._limiter.acquire_on_behalf_of_nowait(self)
+                except anyio.WouldBlock:
+                    self._refuse_bulkhead()
+                self._slot = True
+        self._start_scope()
+        return self
 
     def _refuse_probe(self, generation: int, probe: int) -> NoReturn:
         """The fleet has no probe permit left: give the local one back and reject."""

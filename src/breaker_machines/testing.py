@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -34,10 +35,12 @@ import anyio
 import anyio.abc
 import anyio.from_thread
 
+from ._core.errors import ConfigError
 from ._core.status import State
-from .breaker import Breaker
+from .breaker import Breaker, running
 from .errors import CircuitOpenError
 from .storage.memory import MemoryStorage
+from .storage.shared import SharedStorage
 
 try:
     from hypothesis import strategies as st
@@ -57,8 +60,8 @@ except ImportError as error:  # pragma: no cover - depends on the environment
 
 __all__ = ["MachineClock", "breaker_machine"]
 
-StorageFactory = Callable[[], MemoryStorage]
-"""Makes a fresh storage for each run of the machine."""
+StorageFactory = Callable[[], MemoryStorage | SharedStorage]
+"""Makes a fresh storage for each breaker of each run of the machine."""
 
 
 class MachineClock:
@@ -89,7 +92,9 @@ class _MachineIgnored(Exception):
 class _Call:
     """An admitted call held in flight by the machine."""
 
+    breaker: Breaker
     admitted_in: State
+    before: Any = None
     release: anyio.Event | None = None
     scope: anyio.CancelScope | None = None
     plan: _Planned = _Planned.SUCCESS
@@ -101,6 +106,7 @@ def breaker_machine(
     storage_factory: StorageFactory = MemoryStorage,
     *,
     backend: str = "asyncio",
+    peers: int = 1,
     **breaker_options: Any,
 ) -> type[RuleBasedStateMachine]:
     """Build the state machine class for ``storage_factory`` under ``backend``.
@@ -108,7 +114,16 @@ def breaker_machine(
     ``breaker_options`` override the breaker's defaults (``consecutive_failures=3``,
     ``reset_after=10``, ``half_open_probes=2``, ``success_threshold=2``). Use the result's
     ``TestCase`` attribute as a unittest/pytest test class.
+
+    With a shared storage (a :class:`~breaker_machines.storage.SharedStorage`), each run
+    opens the storages, runs every breaker's runner and uses a fresh breaker name, so one
+    key prefix can serve every run. ``peers`` > 1 builds that many breakers with the same
+    name, each on a storage of its own from ``storage_factory`` (think: processes); a
+    ``sync`` rule flushes them all and checks that they agree. The fake clock moves the
+    storages' clocks too (:meth:`~breaker_machines.storage.SharedStorage.advance_clock`).
     """
+    if isinstance(peers, bool) or not isinstance(peers, int) or peers < 1:
+        raise ConfigError("peers", peers, "must be an integer >= 1")
     options: dict[str, Any] = {
         "consecutive_failures": 3,
         "reset_after": 10.0,
@@ -126,28 +141,55 @@ def breaker_machine(
         def __init__(self) -> None:
             super().__init__()
             self._exit = contextlib.ExitStack()
-            self.portal = self._exit.enter_context(anyio.from_thread.start_blocking_portal(backend))
+            try:
+                self._open()
+            except BaseException:
+                self._exit.close()
+                raise
+
+        def _open(self) -> None:
+            portal = self._exit.enter_context(anyio.from_thread.start_blocking_portal(backend))
+            self.portal = portal
             self.clock = MachineClock()
-            self.breaker = Breaker(
-                "machine",
-                clock=self.clock,
-                storage=storage_factory(),
-                record=_MachineFailure,
-                ignore=_MachineIgnored,
-                **options,
-            )
+            self.storages = [storage_factory() for _ in range(peers)]
+            self.shared = [s for s in self.storages if isinstance(s, SharedStorage)]
+            if peers > 1 and len(self.shared) != peers:
+                raise ConfigError("peers", peers, "peers need a shared storage to agree through")
+            for storage in self.shared:
+                self._exit.enter_context(portal.wrap_async_context_manager(storage))
+            name = f"machine-{uuid.uuid4().hex}" if self.shared else "machine"
+            self.breakers = [
+                Breaker(
+                    name,
+                    clock=self.clock,
+                    storage=storage,
+                    record=_MachineFailure,
+                    ignore=_MachineIgnored,
+                    **options,
+                )
+                for storage in self.storages
+            ]
+            self.breaker = self.breakers[0]
+            if self.shared:
+                self._exit.enter_context(portal.wrap_async_context_manager(running(*self.breakers)))
             self.in_flight: list[_Call] = []
-            self.finished = {"success": 0, "failure": 0, "ignored": 0, "cancelled": 0}
-            self.rejected = 0
-            self.last_version = 0
+            self.finished = {
+                id(b): {"success": 0, "failure": 0, "ignored": 0, "cancelled": 0}
+                for b in self.breakers
+            }
+            self.rejected = {id(b): 0 for b in self.breakers}
+            self.last_version = {id(b): 0 for b in self.breakers}
 
         # ------------------------------------------------------------------ calls
 
         async def _run(self, call: _Call, *, task_status: anyio.abc.TaskStatus[bool]) -> None:
+            breaker = call.breaker
             with anyio.CancelScope() as scope:
                 call.scope = scope
                 try:
-                    async with self.breaker.guard():
+                    call.before = breaker.snapshot  # what the admission decision starts from
+                    async with breaker.guard():
+                        call.admitted_in = breaker.snapshot.status
                         call.release = anyio.Event()
                         task_status.started(True)
                         await call.release.wait()
@@ -162,41 +204,40 @@ def breaker_machine(
                     pass
             call.outcome.append("cancelled" if scope.cancelled_caught else call.plan.value)
 
-        def _start(self) -> _Call | None:
-            before = self.breaker.snapshot
-            call = _Call(admitted_in=before.status)
+        def _start(self, peer: int = 0) -> _Call | None:
+            breaker = self.breakers[peer % len(self.breakers)]
+            call = _Call(breaker=breaker, admitted_in=breaker.snapshot.status)
             call.done, admitted = self.portal.start_task(self._run, call)
-            after = self.breaker.snapshot
             if not admitted:
-                self.rejected += 1
+                self.rejected[id(breaker)] += 1
                 call.done.result(timeout=30)
                 return None
             self.in_flight.append(call)  # first, so teardown cancels it whatever fails next
+            before = call.before
             assert before.status is not State.FORCED_OPEN, "a forced-open circuit admitted"
             if before.status is State.OPEN:
                 assert before.retry_at is not None
                 assert self.clock.now >= before.retry_at, "OPEN admitted before retry_at"
-            call.admitted_in = after.status
             return call
 
         def _settle(self, call: _Call) -> None:
             call.done.result(timeout=30)
             (outcome,) = call.outcome
-            self.finished[outcome] += 1
+            self.finished[id(call.breaker)][outcome] += 1
             self.in_flight.remove(call)
 
-        @rule(target=calls)
-        def start_call(self) -> Any:
+        @rule(target=calls, peer=st.integers(0, peers - 1))
+        def start_call(self, peer: int) -> Any:
             """Start a call and keep it in flight."""
-            call = self._start()
+            call = self._start(peer)
             return (
                 call if call is not None else cast(Any, multiple())
             )  # a rejected call adds nothing
 
-        @rule(plan=st.sampled_from(_Planned))
-        def quick_call(self, plan: _Planned) -> None:
+        @rule(plan=st.sampled_from(_Planned), peer=st.integers(0, peers - 1))
+        def quick_call(self, plan: _Planned, peer: int) -> None:
             """A call that finishes at once."""
-            call = self._start()
+            call = self._start(peer)
             if call is not None:
                 call.plan = plan
                 assert call.release is not None
@@ -226,47 +267,78 @@ def breaker_machine(
 
         @rule(seconds=st.sampled_from([0.0, 0.5, 3.0, 9.99, 10.0, 31.0, 100.0]))
         def advance(self, seconds: float) -> None:
-            """Move the fake clock."""
+            """Move the fake clock (and the storages' clocks with it)."""
             self.clock.now += seconds
+            for storage in self.shared:
+                storage.advance_clock(seconds)
 
-        @rule(control=st.sampled_from(["force_open", "force_close", "reset", "disable", "enable"]))
-        def operate(self, control: str) -> None:
+        @rule(
+            control=st.sampled_from(["force_open", "force_close", "reset", "disable", "enable"]),
+            peer=st.integers(0, peers - 1),
+        )
+        def operate(self, control: str, peer: int) -> None:
             """An operator control."""
-            self.portal.call(_sync_in_loop, getattr(self.breaker, control))
+            self.portal.call(_sync_in_loop, getattr(self.breakers[peer], control))
+
+        @precondition(lambda self: bool(self.shared))
+        @rule()
+        def sync(self) -> None:
+            """Flush every breaker until none changes; then they all agree."""
+            for _ in range(6):
+                before = [b.snapshot.version for b in self.breakers]
+                for breaker in self.breakers:
+                    self.portal.call(breaker.sync)
+                if [b.snapshot.version for b in self.breakers] == before:
+                    break
+            states = {
+                (b.snapshot.status, b.snapshot.version, b.snapshot.trips) for b in self.breakers
+            }
+            assert len(states) == 1, f"breakers disagree after a flush: {states}"
 
         # ------------------------------------------------------------------ invariants
 
         @invariant()
         def probes_within_limit(self) -> None:
-            snapshot = self.breaker.snapshot
-            assert len(snapshot.probes) <= self.breaker.policy.half_open_probes
-            if snapshot.status is State.HALF_OPEN:
-                holding = [c for c in self.in_flight if c.admitted_in is State.HALF_OPEN]
-                assert len(snapshot.probes) <= len(holding)
+            for breaker in self.breakers:
+                snapshot = breaker.snapshot
+                assert len(snapshot.probes) <= breaker.policy.half_open_probes
+                if snapshot.status is State.HALF_OPEN:
+                    holding = [
+                        c
+                        for c in self.in_flight
+                        if c.breaker is breaker and c.admitted_in is State.HALF_OPEN
+                    ]
+                    assert len(snapshot.probes) <= len(holding)
 
         @invariant()
         def every_call_accounted_for(self) -> None:
-            stats = self.breaker.stats()
-            assert stats.successes == self.finished["success"]
-            assert stats.failures == self.finished["failure"]
-            assert stats.ignored == self.finished["ignored"]
-            assert stats.cancelled == self.finished["cancelled"]
-            assert stats.rejections == self.rejected
-            assert stats.timeouts == 0
+            for breaker in self.breakers:
+                stats = breaker.stats()
+                finished = self.finished[id(breaker)]
+                assert stats.successes == finished["success"]
+                assert stats.failures == finished["failure"]
+                assert stats.ignored == finished["ignored"]
+                assert stats.cancelled == finished["cancelled"]
+                assert stats.rejections == self.rejected[id(breaker)]
+                assert stats.timeouts == 0
 
         @invariant()
         def version_never_goes_back(self) -> None:
-            snapshot = self.breaker.snapshot
-            assert snapshot.version >= self.last_version
-            if snapshot.version > self.last_version and snapshot.status is State.CLOSED:
-                window = snapshot.failure_window
-                assert window.failures <= snapshot.consecutive_failures or window.failures == 0
-            self.last_version = snapshot.version
+            for breaker in self.breakers:
+                snapshot = breaker.snapshot
+                last = self.last_version[id(breaker)]
+                assert snapshot.version >= last
+                if snapshot.version > last and snapshot.status is State.CLOSED:
+                    window = snapshot.failure_window
+                    assert window.failures <= snapshot.consecutive_failures or window.failures == 0
+                self.last_version[id(breaker)] = snapshot.version
 
-        @precondition(lambda self: self.breaker.snapshot.status is State.OPEN)
         @invariant()
         def open_has_a_retry_time(self) -> None:
-            assert self.breaker.snapshot.retry_at is not None
+            for breaker in self.breakers:
+                snapshot = breaker.snapshot
+                if snapshot.status is State.OPEN:
+                    assert snapshot.retry_at is not None
 
         def teardown(self) -> None:
             try:

@@ -437,7 +437,7 @@ def _adopt(policy: Policy, state: BreakerState, event: Event) -> Step:
 
 
 def _is_count(value: object) -> bool:
-    return value.__class__ is int and value >= 0  # type: ignore[operator]
+    return isinstance(value, int) and value.__class__ is not bool and value >= 0
 
 
 def _is_window(policy: Policy, value: object) -> bool:

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import anyio
 import anyio.abc
@@ -178,7 +178,7 @@ class RedisStorage(SharedStorage):
         if self._executor is not None:
             raise RuntimeError(f"{self!r} is already open")
         try:
-            import redis.asyncio  # noqa: F401
+            import redis.asyncio  # noqa: F401  # pyright: ignore[reportUnusedImport]
         except ImportError:
             raise ConfigError(
                 "storage", self, "needs redis-py: pip install 'breaker-machines[redis]'"
@@ -236,7 +236,7 @@ class RedisStorage(SharedStorage):
         import redis.asyncio as aioredis
 
         assert self._url is not None
-        return aioredis.Redis.from_url(
+        return aioredis.Redis.from_url(  # pyright: ignore[reportUnknownMemberType]
             self._url,
             socket_timeout=self.timeout,
             socket_connect_timeout=self.timeout,
@@ -325,10 +325,14 @@ class RedisStorage(SharedStorage):
         return self._verdict(answer)
 
     def _verdict(self, answer: Any) -> tuple[bool, SharedRecord]:
-        if not (isinstance(answer, list) and len(answer) == 2 and answer[0] in (0, 1)):
+        if not isinstance(answer, list):
             self.errors += 1
             raise StorageError(f"redis: unreadable answer {answer!r}")
-        return answer[0] == 1, self._record(answer[1], None)
+        pair = cast("list[Any]", answer)  # type: ignore[redundant-cast]
+        if len(pair) != 2 or pair[0] not in (0, 1):
+            self.errors += 1
+            raise StorageError(f"redis: unreadable answer {answer!r}")
+        return pair[0] == 1, self._record(pair[1], None)
 
     def _record(self, raw: Any, policy: Policy | None) -> SharedRecord:
         """Validate what Redis sent back; a malformed record is an error, never trusted."""
@@ -457,9 +461,10 @@ def _buckets(raw: Any) -> list[Any]:
     return raw  # pyright: ignore[reportUnknownVariableType]
 
 
-def _parse_record(raw: Any, policy: Policy | None) -> SharedRecord:
-    if not isinstance(raw, dict):
+def _parse_record(data: Any, policy: Policy | None) -> SharedRecord:
+    if not isinstance(data, dict):
         raise TypeError("the record is not an object")
+    raw = cast("dict[str, Any]", data)
     status = _STATES[raw["status"]]
     reason = _REASONS.get(raw.get("reason") or "")
     failure: tuple[Bucket, ...] = ()

@@ -26,6 +26,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import TracebackType
 
 from .._core.errors import ConfigError
 from .._core.policy import Policy
@@ -158,6 +159,19 @@ class SharedStorage(ABC):
         self.flush_size = flush_size
         self.refresh_interval = float(refresh_interval)
         self.timeout = float(timeout)
+
+    @abstractmethod
+    async def __aenter__(self) -> SharedStorage:
+        """Open the storage (connections, listeners) in the current event loop."""
+
+    @abstractmethod
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close it (in the task that opened it)."""
 
     @abstractmethod
     async def flush(self, name: str, policy: Policy, batch: Batch) -> SharedRecord:
