@@ -484,6 +484,13 @@ class BreakerBase:
         event = CallFinished(outcome, self._clock(), duration, generation, probe, draw)
         return self._step(event)[1]
 
+    def _give_back(self, generation: int, probe: int) -> None:
+        """Release a probe permit of a call that never ran (no outcome is counted)."""
+        event = CallFinished(_CANCELLED, self._clock(), 0.0, generation, probe, 0.5)
+        announced = self._step(event)[1]
+        if announced:
+            self._announce(announced)
+
     def _refuses(self, result: object) -> bool:
         assert self._failure_if is not None
         try:
@@ -643,7 +650,20 @@ class BreakerBase:
             retry_after=retry_after,
             callback_errors=self._callback_errors,
             callbacks_dropped=self._callbacks_dropped,
+            **self._shared_stats(),
         )
+
+    def _shared_stats(self) -> dict[str, Any]:
+        replica = self._replica
+        if replica is None:
+            return {}
+        return {
+            "degraded": replica.degraded,
+            "unflushed": len(replica.batch),
+            "stale": replica.stale,
+            "dropped": replica.dropped,
+            "storage_errors": replica.errors,
+        }
 
     def _control(self, event: Event) -> None:
         announced = self._step_control(event)

@@ -13,8 +13,11 @@ outcomes into a batch. Its runner calls :meth:`Replica.service`, which
    :meth:`Replica.observe` adopts as they arrive.
 
 Every decision is the core's; this module only moves records between the core and the
-storage and converts times: storage sends durations relative to its own clock, the
-replica turns them into times on the breaker's clock.
+storage and converts them: storage sends durations relative to its own clock, the replica
+turns them into times on the breaker's clock. Versions are converted too: the local state's
+version only ever grows (permits carry it as their generation), while the stored version is
+the fleet's; ``stored`` and ``synced_state`` remember which local state matched which stored
+version at the last exchange.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import uuid
+from dataclasses import replace
 from typing import TYPE_CHECKING, Final
 
 import anyio
@@ -81,7 +85,7 @@ class Replica:
         "retry_delay",
         "stale",
         "storage",
-        "synced",
+        "stored",
         "synced_state",
         "tokens",
         "want_permit",
@@ -91,8 +95,8 @@ class Replica:
         self.breaker = breaker
         self.storage = storage
         self.origin = uuid.uuid4().hex
-        self.synced = 0  # the version last known to be stored
-        self.synced_state = BreakerState()  # the local state at that version
+        self.stored = 0  # the fleet's version at the last exchange with the storage
+        self.synced_state = BreakerState()  # the local state that matched it
         self.batch: list[str] = []
         self.batch_version = 0
         self.released: list[tuple[str, bool]] = []
@@ -166,7 +170,7 @@ class Replica:
         """Seconds until :meth:`service` has something to do."""
         if now < self.retry_at:
             return self.retry_at - now
-        if self.force or self.want_permit or self.breaker._state.version != self.synced:
+        if self.force or self.want_permit or self.unwritten():
             return 0.0
         due = self.refresh_due
         if self.flush_due is not None:
@@ -202,7 +206,7 @@ class Replica:
         breaker = self.breaker
         for _ in range(8):  # each pass makes progress; a bound keeps the runner responsive
             now = breaker._clock()
-            if self.force or breaker._state.version != self.synced:
+            if self.force or self.unwritten():
                 await self._propose()
                 continue
             if self.want_permit:
@@ -236,8 +240,8 @@ class Replica:
         breaker = self.breaker
         batch = self.batch
         outcomes = ""
-        version = self.synced
-        if batch and self.batch_version == self.synced:
+        version = self.synced_state.version
+        if batch and self.batch_version == version:
             outcomes = "".join(batch)
         elif batch:
             self.stale += len(batch)
@@ -247,7 +251,7 @@ class Replica:
         self.flush_due = None
         try:
             record = await self.storage.flush(
-                breaker.name, breaker.policy, Batch(version, outcomes, released)
+                breaker.name, breaker.policy, Batch(self.stored, outcomes, released)
             )
         except BaseException:
             # Not delivered: put it back in front of what came meanwhile (bounded).
@@ -263,10 +267,19 @@ class Replica:
         self.refresh_due = breaker._clock() + self.storage.refresh_interval
         self.absorb(record)
 
+    def unwritten(self) -> bool:
+        """Has the core decided a transition here that is not stored yet?"""
+        return self.breaker._state.version != self.synced_state.version
+
+    def _stored_version(self, local: int) -> int:
+        """The fleet version a local transition decided since the last exchange gets."""
+        return self.stored + local - self.synced_state.version
+
     async def _propose(self) -> None:
         breaker = self.breaker
         state = breaker.snapshot
-        expected = self.synced
+        base = self.synced_state
+        expected = self.stored
         force = self.force
         now = breaker._clock()
         reason = self.proposed[-1].reason if self.proposed else Reason.RESET
@@ -274,39 +287,46 @@ class Replica:
         open_for = None
         if state.status is State.OPEN and state.retry_at is not None:
             open_for = state.retry_at - now
+        version = self._stored_version(state.version)
+        if version <= expected:  # only when forced with nothing decided: re-seed
+            version = expected + 1
         proposal = Proposal(
-            state.status, state.version, state.trips, reason, opened_ago, open_for, self.origin
+            state.status, version, state.trips, reason, opened_ago, open_for, self.origin
         )
         won, record = await self.storage.propose(breaker.name, expected, proposal, force=force)
-        if self.synced != expected:
+        if self.synced_state is not base:
             return  # a newer record was adopted while this one was on its way
         self.force = False
         if not won:
+            if record.missing or record.version < expected:
+                self.force = True  # the storage lost the record: write ours back
+                return
             self.adopt(record, won=False)
             return
-        announced = [t for t in self.proposed if t.version <= state.version]
-        self.proposed = [t for t in self.proposed if t.version > state.version]
-        if record.version == state.version:
-            self.synced = state.version
-            self.synced_state = state
-            breaker._announce(announced)
-        else:  # forced past a newer stored version: the stored record is ours
+        if record.version != version:  # forced past a newer stored version: ours now
             self.adopt(record, won=True)
+            return
+        written = [t for t in self.proposed if t.version <= state.version]
+        self.proposed = [t for t in self.proposed if t.version > state.version]
+        announced = [replace(t, version=self._stored_version(t.version)) for t in written]
+        self.stored = record.version
+        self.synced_state = state
         self.refresh_due = breaker._clock() + self.storage.refresh_interval
+        breaker._announce(announced)
 
     # ------------------------------------------------------------------ records in
 
     def absorb(self, record: SharedRecord) -> None:
         """Take a record read back by a flush or a refresh."""
         breaker = self.breaker
-        if record.missing or record.version < self.synced:
-            if self.synced > 0 or breaker._state.version > 0:
+        if record.missing or record.version < self.stored:
+            if self.stored > 0 or breaker._state.version > 0:
                 self.force = True  # the storage lost it (expired, restarted): write ours back
             return
-        if record.version > self.synced:
+        if record.version > self.stored:
             self.adopt(record, won=False)
             return
-        if breaker._state.version != self.synced:
+        if self.unwritten():
             return  # our own transition is on its way: these counts are of the old generation
         policy = breaker.policy
         now = breaker._clock()
@@ -319,7 +339,7 @@ class Replica:
             rate_window = _window(record.rate_buckets, head)
         draw = breaker._random() if breaker._jitter else 0.5
         event = Synced(
-            record.version,
+            breaker._state.version,
             record.consecutive_failures,
             record.half_open_successes,
             failure_window,
@@ -336,7 +356,7 @@ class Replica:
 
     def observe(self, record: SharedRecord) -> None:
         """A transition published by some process (possibly this one)."""
-        if record.origin == self.origin or record.version <= self.synced:
+        if record.origin == self.origin or record.version <= self.stored:
             return
         try:
             self.adopt(record, won=False)
@@ -344,38 +364,34 @@ class Replica:
             logger.warning("breaker %r: %s", self.breaker.name, error)
 
     def adopt(self, record: SharedRecord, *, won: bool) -> None:
-        """Replace the local state by the stored one (a new generation)."""
+        """Replace the local state by the stored one: a new local generation."""
         breaker = self.breaker
         now = breaker._clock()
-        base = self.synced_state
-        if record.version <= base.version:  # the storage went back (lost data, forced)
-            base = base._replace(version=max(record.version - 1, 0))
-        base = base._replace(next_probe=breaker._state.next_probe)
+        current = breaker._state
+        base = self.synced_state._replace(next_probe=current.next_probe)
         opened_at = None if record.opened_ago is None else now - record.opened_ago
         retry_at = None if record.retry_in is None else now + record.retry_in
-        event = RemoteObserved(
-            record.status, record.version, opened_at, retry_at, record.trips, now
-        )
+        # A local version above every permit issued here, whatever the fleet's number is.
+        local = max(current.version, base.version) + 1
+        event = RemoteObserved(record.status, local, opened_at, retry_at, record.trips, now)
         try:
             result = step(breaker.policy, base, event)
         except InvalidEvent as error:
             raise StorageError(f"stored record rejected by the core: {error}") from None
         new = result.state
-        if new is base:  # not newer than the base after all: nothing to adopt
-            return
         self.stale += len(self.batch)
         self.batch.clear()
         self.tokens.clear()
         self.reserved = None
         self.proposed.clear()
         self.force = False
-        self.synced = record.version
+        self.stored = record.version
         self.synced_state = new
         breaker._install(new)
         breaker._wake_runner()
         reason = record.reason or Reason.REMOTE
         breaker._announce(
-            [Transition(breaker.name, base.status, new.status, reason, new.version, now, won)]
+            [Transition(breaker.name, base.status, new.status, reason, record.version, now, won)]
         )
 
     # ------------------------------------------------------------------ half-open permits
@@ -388,7 +404,7 @@ class Replica:
         unreachable the local permit stands.
         """
         reserved = self.reserved
-        if reserved is not None and reserved[0] == generation == self.synced:
+        if reserved is not None and reserved[0] == generation == self.synced_state.version:
             self.reserved = None
             self.tokens[probe] = reserved[1]
             return True
@@ -401,26 +417,24 @@ class Replica:
     async def _reserve(self) -> None:
         breaker = self.breaker
         state = breaker._state
-        if self.reserved is not None or state.status is not State.HALF_OPEN:
-            return
-        if state.version != self.synced:
+        if self.reserved is not None or state.status is not State.HALF_OPEN or self.unwritten():
             return
         token = uuid.uuid4().hex
         policy = breaker.policy
         won, record = await self.storage.acquire_probe(
-            breaker.name, state.version, policy.half_open_probes, policy.probe_lease, token
+            breaker.name, self.stored, policy.half_open_probes, policy.probe_lease, token
         )
         if won:
             self.reserved = (state.version, token)
-        elif record.version > self.synced:
+        elif record.version > self.stored:
             self.adopt(record, won=False)
 
     async def take_probe(self, generation: int, probe: int) -> bool:
         """Take the fleet's permit for a local half-open probe; False: the fleet has none."""
         breaker = self.breaker
-        if generation != self.synced:
+        if generation != self.synced_state.version:
             await self.service()  # our half-open transition is not stored yet: write it
-            if generation != self.synced or breaker._state.version != generation:
+            if generation != self.synced_state.version or breaker._state.version != generation:
                 # Still not stored: with storage down the local permit stands; otherwise
                 # the circuit has moved on and this permit is void.
                 return self.degraded and breaker._state.version == generation
@@ -428,7 +442,7 @@ class Replica:
         policy = breaker.policy
         try:
             won, record = await self.storage.acquire_probe(
-                breaker.name, generation, policy.half_open_probes, policy.probe_lease, token
+                breaker.name, self.stored, policy.half_open_probes, policy.probe_lease, token
             )
         except StorageError as error:
             self._failed(error)
@@ -436,6 +450,6 @@ class Replica:
         if won:
             self.tokens[probe] = token
             return True
-        if record.version > self.synced:
+        if record.version > self.stored:
             self.adopt(record, won=False)
         return False

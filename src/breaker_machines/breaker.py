@@ -117,7 +117,7 @@ class Guard:
             try:
                 allowed = await replica.take_probe(admitted.generation, admitted.probe)
             except BaseException:
-                b._record(_CANCELLED, 0.0, admitted.generation, admitted.probe)
+                b._give_back(admitted.generation, admitted.probe)  # cancelled while admitted
                 raise
             if not allowed:
                 self._refuse_probe(admitted.generation, admitted.probe)
@@ -140,7 +140,7 @@ class Guard:
     def _refuse_probe(self, generation: int, probe: int) -> NoReturn:
         """The fleet has no probe permit left: give the local one back and reject."""
         b = self._b
-        b._record(_CANCELLED, 0.0, generation, probe)
+        b._give_back(generation, probe)
         b._rejections += 1
         status = b._state.status
         retry_after = b.policy.probe_lease if status is _HALF_OPEN else None

@@ -14,7 +14,9 @@ class BreakerStats:
     """What ``breaker.stats()`` returns. Counters are totals since the breaker was built.
 
     Window figures (``window_*``, ``failures_in_window``) are the core's, as of the last
-    event: they count only since the last transition.
+    event: they count only since the last transition. With a shared storage they are the
+    fleet's as of the last flush, plus nothing counted since (the batch is in
+    ``unflushed``).
     """
 
     name: str
@@ -37,3 +39,13 @@ class BreakerStats:
     retry_after: float | None
     callback_errors: int
     callbacks_dropped: int
+    degraded: bool = False
+    """Shared storage only: its last operation failed; decisions are local until it answers."""
+    unflushed: int = 0
+    """Shared storage only: outcomes counted here and not yet flushed."""
+    stale: int = 0
+    """Shared storage only: outcomes not flushed because their generation ended first."""
+    dropped: int = 0
+    """Shared storage only: outcomes dropped because the batch was full (storage down)."""
+    storage_errors: int = 0
+    """Shared storage only: failed storage operations of this breaker."""
