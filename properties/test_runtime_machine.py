@@ -55,7 +55,7 @@ def _redis(url: str, prefix: str) -> Callable[[], RedisStorage]:
 
 def _fewer() -> settings:
     return settings(
-        settings.default, stateful_step_count=30, max_examples=settings.default.max_examples // 4
+        settings.default, stateful_step_count=30, max_examples=settings.default.max_examples // 8
     )
 
 

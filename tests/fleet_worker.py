@@ -1,12 +1,16 @@
 """One process of a fleet sharing a breaker through Redis (run by ``test_redis_fleet.py``).
 
-``python tests/fleet_worker.py '<json config>'`` runs one scenario under the backend the
-config names and prints one JSON line of results on stdout (logs go to stderr).
+``python tests/fleet_worker.py BACKEND`` imports everything, prints ``{"hello": BACKEND}``,
+then reads one JSON config per line on stdin and answers each with one JSON line of
+results on stdout, running the scenario in ``anyio.run(main, config, backend=BACKEND)``: a
+fresh event loop, storage and breaker per scenario, one process for several scenarios (an
+import of redis-py alone costs about a second of CPU here). Logs go to stderr. The worker
+exits when stdin closes.
 
-The config: ``scenario`` (``count``, ``open`` or ``probe``), ``backend``, ``index``,
-``url``, ``prefix``, ``name``, ``calls``, ``policy`` (Breaker keywords), ``storage``
-(RedisStorage keywords), ``keys`` (the coordination keys below) and ``limit`` (seconds any
-wait may take).
+A config: ``scenario`` (``count``, ``open`` or ``probe``), ``index``, ``url``,
+``prefix``, ``name``, ``calls``, ``policy`` (Breaker keywords), ``storage`` (RedisStorage
+keywords), ``keys`` (the coordination keys below) and ``limit`` (seconds the scenario may
+take, waits included).
 
 Coordination is by Redis lists, with blocking pops (never sleeps): the worker pushes its
 index on ``keys.ready`` once its breaker's runner has adopted the stored state, then pops
@@ -22,12 +26,13 @@ import functools
 import json
 import sys
 import time
+import traceback
 from typing import Any
 
 import anyio
 import anyio.lowlevel
-import redis
 
+import redis
 from breaker_machines import Breaker, CircuitOpenError, State, Transition, running
 from breaker_machines.storage import RedisStorage
 
@@ -92,12 +97,16 @@ async def main(config: dict[str, Any]) -> dict[str, Any]:
                     await breaker.sync()
                     if scenario == "open" and breaker.state is not State.OPEN:
                         await opened.wait()  # adopted by pub/sub (bounded by fail_after)
-                    state = breaker.snapshot
-                    result["final_state"] = state.status.value
-                    result["final_version"] = state.version
                     stats = breaker.stats()
+                    result["final_state"] = stats.state.value
+                    assert breaker._replica is not None
+                    result["stored_version"] = breaker._replica.stored  # the fleet's version
                     result["failures"] = stats.failures
                     result["rejections"] = stats.rejections
+                    result["unflushed"] = stats.unflushed
+                    result["stale"] = stats.stale
+                    result["dropped"] = stats.dropped
+                    result["degraded"] = stats.degraded
                     marks["synced"] = clock()
                 result["storage_errors"] = storage.errors
             marks["closed"] = clock()
@@ -141,7 +150,22 @@ async def probe(
     return {"admitted": admitted, "released": released}
 
 
+def serve(backend: str) -> None:
+    import redis.asyncio  # noqa: F401  # imported before the hello: scenarios time only themselves
+
+    if backend == "trio":
+        import trio  # noqa: F401
+
+    print(json.dumps({"hello": backend}), flush=True)
+    for line in sys.stdin:
+        config = {**json.loads(line), "backend": backend}
+        try:
+            outcome = anyio.run(main, config, backend=backend)
+        except Exception:
+            outcome = {"error": traceback.format_exc()}
+        outcome["prefix"] = config["prefix"]  # which scenario this answers
+        print(json.dumps(outcome), flush=True)
+
+
 if __name__ == "__main__":
-    settings = json.loads(sys.argv[1])
-    outcome = anyio.run(main, settings, backend=settings["backend"])
-    print(json.dumps(outcome), flush=True)
+    serve(sys.argv[1])

@@ -857,19 +857,38 @@ async def test_times_are_the_servers_and_travel_as_durations(
 
 
 @both
-async def test_operations_on_a_storage_that_is_not_open_raise_storage_error(
+async def test_operations_on_a_closed_storage_raise_storage_error(
     redis_url: str, redis_prefix: str
 ) -> None:
     storage = RedisStorage(redis_url, prefix=redis_prefix)
-    with pytest.raises(StorageError, match="not open"):
-        await storage.flush("svc", CONSECUTIVE, Batch(0, "f"))
     async with storage:
         with pytest.raises(RuntimeError, match="already open"):
             await storage.__aenter__()
         with anyio.fail_after(LIMIT):
             await storage.flush("svc", CONSECUTIVE, Batch(0, "f"))
+    for operation in (
+        storage.flush("svc", CONSECUTIVE, Batch(0, "f")),
+        storage.propose("svc", 0, proposal(State.OPEN, 1)),
+        storage.acquire_probe("svc", 1, 1, 10.0, "t"),
+        storage.delete("svc"),
+    ):
+        with pytest.raises(StorageError, match="not open"):
+            await operation
+
+
+@both
+@pytest.mark.xfail(
+    reason="BUG: before the storage was ever opened its scripts are not registered, and "
+    "_script() looks them up before _run() checks that it is open: KeyError, not StorageError",
+    raises=KeyError,
+    strict=True,
+)
+async def test_operations_on_a_storage_never_opened_raise_storage_error(
+    redis_url: str, redis_prefix: str
+) -> None:
+    storage = RedisStorage(redis_url, prefix=redis_prefix)
     with pytest.raises(StorageError, match="not open"):
-        await storage.propose("svc", 0, proposal(State.OPEN, 1))
+        await storage.flush("svc", CONSECUTIVE, Batch(0, "f"))
 
 
 # =========================================================================== breakers
@@ -925,20 +944,22 @@ async def test_failures_in_two_processes_add_up_to_one_trip(
                 await a.call(succeed)
             assert rejected.value.retry_after is not None
             assert 0 < rejected.value.retry_after <= 30.0
-        assert [(who, t.won) for who, t in opened] == [("b", True), ("a", False)]
+        # b's flush counted the third failure: b decided the trip and wrote it; a adopted it
+        # (the order of the two callbacks is the pub/sub's, not fixed).
+        assert sorted((who, t.won) for who, t in opened) == [("a", False), ("b", True)]
         for _, transition in opened:
             assert transition.breaker == name
             assert (transition.source, transition.target) == (State.CLOSED, State.OPEN)
             assert transition.reason is Reason.CONSECUTIVE_FAILURES
-            assert transition.version == 1
+            assert transition.version == 1  # the fleet's version
         assert raw.hget(store_a.keys(name)[0], "status") == "open"
         assert raw.hget(store_a.keys(name)[0], "name") == name
         # Each process counts its own calls; the state is the fleet's.
         stats_a, stats_b = a.stats(), b.stats()
         assert (stats_a.successes, stats_a.failures, stats_a.rejections) == (1, 2, 1)
         assert (stats_b.successes, stats_b.failures, stats_b.rejections) == (0, 1, 0)
-        assert (stats_a.state, stats_a.version, stats_a.trips) == (State.OPEN, 1, 1)
-        assert (stats_b.state, stats_b.version, stats_b.trips) == (State.OPEN, 1, 1)
+        assert (stats_a.state, stats_a.trips) == (State.OPEN, 1)
+        assert (stats_b.state, stats_b.trips) == (State.OPEN, 1)
         assert stats_a.storage_errors == stats_b.storage_errors == 0
         assert not stats_a.degraded
 
@@ -956,8 +977,11 @@ async def test_a_success_in_another_process_breaks_the_run_of_failures(
                     with pytest.raises(Boom):
                         await a.call(fail)
                 await a.sync()
+                assert a.stats().consecutive_failures == 2
                 assert await b.call(succeed) == "ok"
                 await b.sync()
+                await a.sync()  # a refresh: the fleet's run of failures was broken
+                assert a.stats().consecutive_failures == 0
                 with pytest.raises(Boom):
                     await a.call(fail)
                 await a.sync()
@@ -971,32 +995,42 @@ async def test_an_operators_force_open_and_force_close_are_adopted_elsewhere(
 ) -> None:
     async with storages(redis_url, redis_prefix) as (store_a, store_b):
         log: list[tuple[str, Transition]] = []
-        opened, closed = anyio.Event(), anyio.Event()
-        a = Breaker("svc", storage=store_a, on_open=recorder(log, "a", anyio.Event(), 99))
-        b = Breaker(
-            "svc",
-            storage=store_b,
-            on_open=recorder(log, "b", opened, 2),
-            on_close=recorder(log, "b", closed, 4),
-        )
+        events = {target: anyio.Event() for target in (State.FORCED_OPEN, State.CLOSED)}
+
+        def on_transition(who: str) -> Callable[[Transition], None]:
+            def callback(transition: Transition) -> None:
+                log.append((who, transition))
+                if who == "b":
+                    events[transition.target].set()
+
+            return callback
+
+        a = Breaker("svc", storage=store_a, on_transition=on_transition("a"))
+        b = Breaker("svc", storage=store_b, on_transition=on_transition("b"))
         async with running(a, b):
             with anyio.fail_after(LIMIT):
-                a.force_open()
+                a.force_open()  # no sync(): a's runner writes it, b's storage hears of it
                 assert a.state is State.FORCED_OPEN
-                await opened.wait()  # the runner wrote it, b adopted it
+                await events[State.FORCED_OPEN].wait()
                 assert b.state is State.FORCED_OPEN
                 with pytest.raises(CircuitOpenError) as rejected:
                     await b.call(succeed)
                 assert rejected.value.retry_after is None
                 assert rejected.value.state is State.FORCED_OPEN
                 a.force_close()
-                await closed.wait()
+                await events[State.CLOSED].wait()
                 assert b.state is State.CLOSED
                 assert await b.call(succeed) == "ok"
-        assert [(who, t.target, t.won) for who, t in log[:2]] == [
-            ("a", State.FORCED_OPEN, True),
-            ("b", State.FORCED_OPEN, False),
-        ]
+        seen = sorted(((who, t.target, t.reason, t.won) for who, t in log), key=str)
+        assert seen == sorted(
+            [
+                ("a", State.FORCED_OPEN, Reason.FORCED_OPEN, True),
+                ("b", State.FORCED_OPEN, Reason.FORCED_OPEN, False),
+                ("a", State.CLOSED, Reason.FORCED_CLOSE, True),
+                ("b", State.CLOSED, Reason.FORCED_CLOSE, False),
+            ],
+            key=str,
+        )
 
 
 @both
@@ -1090,12 +1124,13 @@ async def one_probe_through(a: Breaker, b: Breaker) -> None:
         release.set()
     admitted = a if results["a"] == "admitted" else b
     rejected = b if admitted is a else a
-    await admitted.sync()
+    await admitted.sync()  # the probe's success closed it: write it
     assert admitted.state is State.CLOSED
     await rejected.sync()
     assert rejected.state is State.CLOSED
-    assert admitted.snapshot.version == rejected.snapshot.version
-    assert rejected.stats().rejections == 1
+    assert (admitted.stats().successes, admitted.stats().rejections) == (1, 0)
+    # The refused probe is a rejection, not a call.
+    assert (rejected.stats().rejections, rejected.stats().cancelled) == (1, 0)
 
 
 # =========================================================================== unavailable Redis

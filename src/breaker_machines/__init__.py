@@ -2,7 +2,8 @@
 
 A pure transition function (``step``) decides everything; an anyio runtime
 (:class:`Breaker`, under asyncio and trio) and a threaded one (:class:`ThreadedBreaker`)
-drive it; storage keeps the state (memory by default).
+drive it; storage keeps the state (memory by default; Redis shares a breaker between
+processes: :mod:`breaker_machines.storage`).
 """
 
 from ._core.errors import ConfigError, InvalidEvent
@@ -20,6 +21,7 @@ from .errors import (
 from .registry import BreakerRegistry
 from .stats import BreakerStats
 from .storage.memory import MemoryStorage
+from .storage.shared import StorageError
 from .threaded import ThreadedBreaker, ThreadedGuard
 
 __all__ = [
@@ -40,6 +42,7 @@ __all__ = [
     "Reason",
     "Rejection",
     "State",
+    "StorageError",
     "ThreadedBreaker",
     "ThreadedGuard",
     "Transition",

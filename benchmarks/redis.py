@@ -1,0 +1,719 @@
+"""Redis storage: per-call overhead and Redis commands per call, against pybreaker's Redis storage.
+
+Run ``python benchmarks/redis.py`` (``--quick`` for a smoke run, ``--json PATH`` to keep the
+numbers, ``--url redis://...`` to use a server of your own). Prints markdown tables.
+
+What is measured
+----------------
+1. **Per-call overhead** of a guarded success, ``with breaker.guard(): pass``, in a tight
+   loop under asyncio with the breaker's runner running: a breaker on ``RedisStorage``
+   (defaults: flush every 0.1 s or 1,000 outcomes) against one on ``MemoryStorage``, in the
+   same run. The loop yields (``await asyncio.sleep(0)``) every 100 calls, so the runner
+   flushes while the caller works, as it would under a real load; everything the runner
+   does on the event loop (building the batch, the flush round trip, reading the record
+   back, the core's step on the fleet's counts) is inside the timed loop. The overhead is
+   ``t(guarded loop) - t(the same loop with a bare body)``, per call. Goal: Redis <= 1.5x
+   memory.
+2. **Redis commands per guarded call** at a steady load: ``INFO commandstats`` read before
+   and after N guarded calls (runner flushing at its default interval and size), divided
+   by N. Two figures: every command the server executed (the sum of ``calls`` over
+   commandstats, which counts the commands a Lua script runs too) and round trips
+   (commands sent by a client: for breaker_machines, the script calls). The load runs as
+   a tight loop (the flush size decides), and paced at 10,000 and 1,000 calls/s (the
+   flush interval decides: at most 10 flushes a second per breaker and process). Goal:
+   <= 0.01 at each load.
+3. **pybreaker** 1.4 with ``CircuitRedisStorage`` on a sync ``redis.Redis`` client, on the
+   same server: the per-call overhead of ``breaker.call(work_sync)`` (against a bare
+   ``work_sync()``), and its commands per call. pybreaker with its default memory storage
+   is shown for reference.
+
+By default the script starts a private ``redis-server`` (if one is on PATH) on a free port,
+so ``INFO commandstats`` counts this script's commands only; ``--url`` uses an existing
+server instead, whose other clients then count too. Keys use a unique prefix and are
+deleted at the end.
+
+How
+---
+Like ``benchmarks/overhead.py``: each case is checked (the breaker is CLOSED, the success
+counted, no storage error, no outcome dropped) before and after timing, calibrated (N so a
+loop lasts about 30 ms, clamped to 1k..200k calls), warmed up, then timed in R rounds (11;
+3 with ``--quick``) in a shuffled order with ``gc.collect()`` before each loop. A figure is
+the minimum over rounds (the median in brackets). The exit status is 1 if a check failed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# This file is named redis.py: keep its directory off the import path, or ``import redis``
+# would import this script.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import gc  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import random  # noqa: E402
+import shutil  # noqa: E402
+import socket  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import uuid  # noqa: E402
+from collections.abc import Awaitable, Callable, Iterator  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from importlib import metadata  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import pybreaker  # noqa: E402
+
+import redis  # noqa: E402
+from breaker_machines import Breaker, State, running  # noqa: E402
+from breaker_machines.storage import Batch, RedisStorage  # noqa: E402
+
+perf_counter_ns = time.perf_counter_ns
+
+CHUNK = 100  # a tight loop yields to the event loop every CHUNK calls
+PACED_CHUNK = 10  # a paced load runs this many calls per tick
+OVERHEAD_GOAL = 1.5  # Redis / memory overhead
+COMMANDS_GOAL = 0.01  # Redis commands per guarded call
+BORDERLINE = 0.1  # a figure this close to its goal (relatively) can flip from run to run
+SCRIPT_COMMANDS = ("evalsha", "eval", "evalsha_ro", "eval_ro", "script|load")
+NOT_OURS = ("info",)  # the reads of commandstats themselves
+
+Loop = Callable[[int], Awaitable[int]]
+Check = Callable[[], Awaitable[None]]
+
+
+def work_sync() -> int:
+    return 1
+
+
+def expect(condition: bool, message: str) -> None:
+    if not condition:
+        raise AssertionError(message)
+
+
+@dataclass
+class Case:
+    key: str
+    title: str
+    loop: Loop
+    baseline: str | None = None
+    check: Check | None = None
+    samples: list[float] = field(default_factory=list)
+    calls: int = 0
+    invalid: str | None = None
+
+
+@dataclass
+class Settings:
+    rounds: int
+    min_calls: int
+    max_calls: int
+    target_ns: int
+    seconds: float  # duration of each paced load
+    tight_calls: int
+    pybreaker_calls: int
+    stat: str
+    seed: int = 20240601
+
+
+# ---------------------------------------------------------------------------- the server
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def private_server() -> Iterator[str]:
+    """A throw-away redis-server (no persistence) on a free port; yields its URL."""
+    executable = shutil.which("redis-server")
+    if executable is None:
+        raise SystemExit("redis-server is not on PATH: give --url redis://host:port/0")
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="bm-bench-redis-") as workdir:
+        process = subprocess.Popen(
+            [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+            + ["--appendonly", "no", "--dir", workdir],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        url = f"redis://127.0.0.1:{port}/0"
+        try:
+            with redis.Redis.from_url(url) as client:
+                deadline = time.monotonic() + 10
+                while True:  # bounded: the server answers within a few ms
+                    try:
+                        client.ping()
+                        break
+                    except redis.ConnectionError:
+                        if time.monotonic() > deadline or process.poll() is not None:
+                            raise SystemExit(f"redis-server did not start on port {port}")
+                        time.sleep(0.02)
+            yield url
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+
+
+def commandstats(client: redis.Redis) -> dict[str, int]:
+    info: dict[str, Any] = client.info("commandstats")
+    return {
+        name.removeprefix("cmdstat_"): int(value["calls"])
+        for name, value in info.items()
+        if isinstance(value, dict)
+    }
+
+
+def difference(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    counts = {name: after[name] - before.get(name, 0) for name in after}
+    return {
+        name: count for name, count in sorted(counts.items()) if count and name not in NOT_OURS
+    }
+
+
+def delete_keys(client: redis.Redis, pattern: str) -> int:
+    keys = list(client.scan_iter(match=pattern, count=1000))
+    if keys:
+        client.delete(*keys)
+    return len(keys)
+
+
+# ---------------------------------------------------------------------------- the cases
+
+
+def breaker_machines_cases(
+    memory: Breaker, shared: Breaker, storage: RedisStorage
+) -> list[Case]:
+    async def bare(n: int) -> int:
+        sleep = asyncio.sleep
+        t0 = perf_counter_ns()
+        for _ in range(n // CHUNK):
+            for _ in range(CHUNK):
+                pass
+            await sleep(0)
+        return perf_counter_ns() - t0
+
+    def guarded(breaker: Breaker) -> Loop:
+        async def loop(n: int) -> int:
+            guard = breaker.guard
+            sleep = asyncio.sleep
+            t0 = perf_counter_ns()
+            for _ in range(n // CHUNK):
+                for _ in range(CHUNK):
+                    with guard():
+                        pass
+                await sleep(0)
+            return perf_counter_ns() - t0
+
+        return loop
+
+    def checked(breaker: Breaker) -> Check:
+        async def check() -> None:
+            expect(breaker.state is State.CLOSED, f"{breaker.name} is {breaker.state.value}")
+            before = breaker.stats().successes
+            with breaker.guard():
+                pass
+            expect(breaker.stats().successes == before + 1, "the success was not counted")
+            replica = breaker._replica
+            if replica is not None:
+                await breaker.sync()
+                expect(storage.errors == 0, f"{storage.errors} storage errors")
+                expect(replica.dropped == 0, f"{replica.dropped} outcomes dropped")
+                expect(replica.stale == 0, f"{replica.stale} outcomes of an old generation")
+                expect(not replica.degraded, "the replica is degraded")
+
+        return check
+
+    return [
+        Case("bm/bare", "bare loop (`pass`, yield every 100)", bare),
+        Case(
+            "bm/memory",
+            "breaker_machines, MemoryStorage",
+            guarded(memory),
+            "bm/bare",
+            checked(memory),
+        ),
+        Case(
+            "bm/redis",
+            "breaker_machines, RedisStorage",
+            guarded(shared),
+            "bm/bare",
+            checked(shared),
+        ),
+    ]
+
+
+def pybreaker_cases(memory: pybreaker.CircuitBreaker, shared: pybreaker.CircuitBreaker) -> list[Case]:
+    async def bare(n: int) -> int:
+        w = work_sync
+        t0 = perf_counter_ns()
+        for _ in range(n):
+            w()
+        return perf_counter_ns() - t0
+
+    def called(breaker: pybreaker.CircuitBreaker) -> Loop:
+        async def loop(n: int) -> int:
+            call = breaker.call
+            w = work_sync
+            t0 = perf_counter_ns()
+            for _ in range(n):
+                call(w)
+            return perf_counter_ns() - t0
+
+        return loop
+
+    def checked(breaker: pybreaker.CircuitBreaker) -> Check:
+        async def check() -> None:
+            expect(breaker.current_state == pybreaker.STATE_CLOSED, "pybreaker is not closed")
+            expect(breaker.call(work_sync) == 1, "the call did not run")
+            expect(breaker.fail_counter == 0, "pybreaker counted a failure")
+
+        return check
+
+    return [
+        Case("pb/bare", "bare sync call `work_sync()`", bare),
+        Case(
+            "pb/memory",
+            "pybreaker, memory storage",
+            called(memory),
+            "pb/bare",
+            checked(memory),
+        ),
+        Case(
+            "pb/redis",
+            "pybreaker, CircuitRedisStorage",
+            called(shared),
+            "pb/bare",
+            checked(shared),
+        ),
+    ]
+
+
+# ---------------------------------------------------------------------------- timing
+
+
+async def measure(cases: list[Case], settings: Settings) -> None:
+    """Check, calibrate, warm up, then time every valid case in shuffled rounds."""
+    for case in cases:
+        await run_check(case, "before timing")
+    for case in cases:
+        if case.invalid is not None:
+            continue
+        probe = 1_000
+        per_call = max(await case.loop(probe) / probe, 1.0)
+        calls = int(settings.target_ns / per_call) // CHUNK * CHUNK
+        case.calls = max(settings.min_calls, min(settings.max_calls, calls))
+        await case.loop(case.calls)  # warm-up
+    valid = [case for case in cases if case.invalid is None]
+    rng = random.Random(settings.seed)
+    started = time.perf_counter()
+    for number in range(settings.rounds):
+        order = list(valid)
+        rng.shuffle(order)
+        for case in order:
+            gc.collect()
+            case.samples.append(await case.loop(case.calls) / case.calls)
+        print(
+            f"  [overhead] round {number + 1}/{settings.rounds} "
+            f"({time.perf_counter() - started:.1f}s)",
+            file=sys.stderr,
+            flush=True,
+        )
+    for case in valid:
+        await run_check(case, "after timing")
+
+
+async def run_check(case: Case, when: str) -> None:
+    if case.check is None:
+        return
+    try:
+        await case.check()
+    except AssertionError as error:
+        case.invalid = f"{when}: {error}"
+    except Exception as error:
+        case.invalid = f"{when}: the check raised {error!r}"
+
+
+def figure(case: Case, stat: str) -> float:
+    return min(case.samples) if stat == "min" else statistics.median(case.samples)
+
+
+def overhead(case: Case, by_key: dict[str, Case], stat: str) -> float | None:
+    if case.invalid is not None or not case.samples or case.baseline is None:
+        return None
+    base = by_key[case.baseline]
+    if base.invalid is not None or not base.samples:
+        return None
+    return figure(case, stat) - figure(base, stat)
+
+
+# ---------------------------------------------------------------------------- commands
+
+
+@dataclass
+class Count:
+    library: str
+    load: str
+    calls: int
+    seconds: float
+    commands: dict[str, int]
+    scripts: bool  # the library sends scripts: round trips are the script calls
+
+    @property
+    def total(self) -> int:
+        return sum(self.commands.values())
+
+    @property
+    def round_trips(self) -> int:
+        if not self.scripts:
+            return self.total
+        return sum(self.commands.get(name, 0) for name in SCRIPT_COMMANDS)
+
+
+async def count_breaker_machines(
+    breaker: Breaker, admin: redis.Redis, settings: Settings
+) -> list[Count]:
+    """Commands per guarded call under a tight loop and two paced loads."""
+    guard = breaker.guard
+    sleep = asyncio.sleep
+    loop = asyncio.get_running_loop()
+
+    async def tight(n: int) -> int:
+        for _ in range(n // CHUNK):
+            for _ in range(CHUNK):
+                with guard():
+                    pass
+            await sleep(0)
+        return n // CHUNK * CHUNK
+
+    def paced(rate: int) -> Callable[[int], Awaitable[int]]:
+        async def run(n: int) -> int:
+            ticks = n // PACED_CHUNK
+            interval = PACED_CHUNK / rate
+            due = loop.time()
+            for _ in range(ticks):
+                for _ in range(PACED_CHUNK):
+                    with guard():
+                        pass
+                due += interval
+                await sleep(max(0.0, due - loop.time()))
+            return ticks * PACED_CHUNK
+
+        return run
+
+    loads: list[tuple[str, Callable[[int], Awaitable[int]], int]] = [
+        ("tight loop", tight, settings.tight_calls),
+        ("10,000 calls/s", paced(10_000), int(10_000 * settings.seconds)),
+        ("1,000 calls/s", paced(1_000), int(1_000 * settings.seconds)),
+    ]
+    counts = []
+    for load, run, calls in loads:
+        await breaker.sync()  # start from an empty batch
+        await tight(10 * CHUNK)  # and in the steady state: the runner flushing
+        before = commandstats(admin)
+        started = time.perf_counter()
+        done = await run(calls)
+        seconds = time.perf_counter() - started
+        after = commandstats(admin)
+        counts.append(
+            Count("breaker_machines", load, done, seconds, difference(before, after), True)
+        )
+        print(f"  [commands] breaker_machines, {load}: done", file=sys.stderr, flush=True)
+    return counts
+
+
+def count_pybreaker(breaker: pybreaker.CircuitBreaker, admin: redis.Redis, calls: int) -> Count:
+    for _ in range(100):
+        breaker.call(work_sync)
+    before = commandstats(admin)
+    started = time.perf_counter()
+    for _ in range(calls):
+        breaker.call(work_sync)
+    seconds = time.perf_counter() - started
+    after = commandstats(admin)
+    return Count("pybreaker", "tight loop", calls, seconds, difference(before, after), False)
+
+
+# ---------------------------------------------------------------------------- reporting
+
+
+def ns(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.0f}"
+
+
+def status(value: float | None, goal: float) -> str:
+    if value is None:
+        return "n/a"
+    verdict = "MET" if value <= goal else "MISSED"
+    if abs(value / goal - 1.0) < BORDERLINE:
+        verdict += " (borderline)"
+    return verdict
+
+
+def print_tables(
+    cases: list[Case], counts: list[Count], settings: Settings, env: dict[str, Any]
+) -> dict[str, Any]:
+    by_key = {case.key: case for case in cases}
+    other = "median" if settings.stat == "min" else "min"
+    print(
+        f"\nPer-call overhead of a guarded success, ns ({settings.stat} of "
+        f"{settings.rounds} rounds; {other} in brackets), minus its bare loop:\n"
+    )
+    print("| case | ns/call | overhead ns/call | N per loop |")
+    print("|---|--:|--:|--:|")
+    for case in cases:
+        if case.invalid is not None:
+            print(f"| {case.title} | INVALID ({case.invalid}) | | |")
+            continue
+        cost = f"{ns(figure(case, settings.stat))} [{ns(figure(case, other))}]"
+        extra = "—"
+        if case.baseline is not None:
+            extra = (
+                f"{ns(overhead(case, by_key, settings.stat))} "
+                f"[{ns(overhead(case, by_key, other))}]"
+            )
+        print(f"| {case.title} | {cost} | {extra} | {case.calls:,} |")
+
+    def ratio(a: str, b: str, stat: str) -> float | None:
+        top, bottom = overhead(by_key[a], by_key, stat), overhead(by_key[b], by_key, stat)
+        if top is None or bottom is None or bottom <= 0:
+            return None
+        return top / bottom
+
+    redis_vs_memory = ratio("bm/redis", "bm/memory", settings.stat)
+    redis_vs_memory_other = ratio("bm/redis", "bm/memory", other)
+
+    def x(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.2f}x"
+
+    print(
+        "\nCommands per guarded call (INFO commandstats after - before, / calls). "
+        "*all*: every command the server ran, including those inside Lua scripts; "
+        "*round trips*: commands sent by the client.\n"
+    )
+    print(
+        "| library | load | calls | seconds | round trips | all commands "
+        "| round trips/call | all commands/call | commands/s |"
+    )
+    print("|---|---|--:|--:|--:|--:|--:|--:|--:|")
+    for c in counts:
+        print(
+            f"| {c.library} | {c.load} | {c.calls:,} | {c.seconds:.2f} | {c.round_trips:,} "
+            f"| {c.total:,} | {c.round_trips / c.calls:.4f} | {c.total / c.calls:.4f} "
+            f"| {c.total / c.seconds:,.0f} |"
+        )
+    print("\nCommands run (per case):\n")
+    for c in counts:
+        listed = ", ".join(f"{name} {count:,}" for name, count in c.commands.items())
+        print(f"- {c.library}, {c.load}: {listed or 'none'}")
+
+    bm = [c for c in counts if c.library == "breaker_machines"]
+    pb = next((c for c in counts if c.library == "pybreaker"), None)
+    print("\nGoals (a figure within 10% of its goal is borderline: it can flip between runs):\n")
+    print("| goal | measured | status |")
+    print("|---|--:|---|")
+    print(
+        f"| overhead, RedisStorage / MemoryStorage <= {OVERHEAD_GOAL}x "
+        f"| {x(redis_vs_memory)} [{x(redis_vs_memory_other)}] "
+        f"| {status(redis_vs_memory, OVERHEAD_GOAL)} |"
+    )
+    commands_met: dict[str, dict[str, bool]] = {}
+    for what, per_call in (
+        ("round trips", lambda c: c.round_trips / c.calls),
+        ("all commands", lambda c: c.total / c.calls),
+    ):
+        for c in bm:
+            value = per_call(c)
+            commands_met.setdefault(c.load, {})[what] = value <= COMMANDS_GOAL
+            print(
+                f"| {what} per call <= {COMMANDS_GOAL}, {c.load} | {value:.4f} "
+                f"| {status(value, COMMANDS_GOAL)} |"
+            )
+    print("\nFor comparison (no goal):\n")
+    pb_vs_bm = ratio("pb/redis", "bm/redis", settings.stat)
+    print(
+        f"- overhead of pybreaker + CircuitRedisStorage / breaker_machines + RedisStorage: "
+        f"{x(pb_vs_bm)}"
+    )
+    if pb is not None:
+        print(
+            f"- pybreaker + CircuitRedisStorage: {pb.round_trips / pb.calls:.2f} round trips "
+            f"and {pb.total / pb.calls:.2f} commands per call, at any load"
+        )
+    print(f"\nServer: {env['server']}.")
+    return {
+        "redis_vs_memory": redis_vs_memory,
+        "redis_vs_memory_other_stat": redis_vs_memory_other,
+        "pybreaker_redis_vs_bm_redis": pb_vs_bm,
+        "met": {
+            "overhead": redis_vs_memory is not None and redis_vs_memory <= OVERHEAD_GOAL,
+            "commands": commands_met,
+        },
+    }
+
+
+def environment(settings: Settings, admin: redis.Redis, url: str, private: bool) -> dict[str, Any]:
+    versions = {}
+    for dist in ("breaker-machines", "anyio", "redis", "pybreaker"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = None
+    server = admin.info("server")
+    info: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "versions": versions,
+        "rounds": settings.rounds,
+        "stat": settings.stat,
+        "server": (
+            f"redis-server {server.get('redis_version')} "
+            f"({'private, started by this script' if private else url})"
+        ),
+    }
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "src"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        info["git"] = {"head": head, "src_modified": bool(dirty)}
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return info
+
+
+# ---------------------------------------------------------------------------- main
+
+
+async def run(url: str, private: bool, settings: Settings) -> dict[str, Any]:
+    prefix = f"bm-bench-{uuid.uuid4().hex[:12]}"
+    namespace = f"{prefix}-pybreaker"
+    started = time.perf_counter()
+    with redis.Redis.from_url(url) as admin, redis.Redis.from_url(url) as sync_client:
+        env = environment(settings, admin, url, private)
+        try:
+            async with RedisStorage(url, prefix=prefix) as storage:
+                await storage.wait_subscribed()
+                memory = Breaker("bench-memory")
+                shared = Breaker("bench-redis", storage=storage)
+                pb_memory = pybreaker.CircuitBreaker(name="bench-memory")
+                pb_shared = pybreaker.CircuitBreaker(
+                    name="bench-redis",
+                    state_storage=pybreaker.CircuitRedisStorage(
+                        pybreaker.STATE_CLOSED, sync_client, namespace=namespace
+                    ),
+                )
+                async with running(memory, shared):
+                    cases = [
+                        *breaker_machines_cases(memory, shared, storage),
+                        *pybreaker_cases(pb_memory, pb_shared),
+                    ]
+                    await measure(cases, settings)
+                    counts = await count_breaker_machines(shared, admin, settings)
+                    counts.append(count_pybreaker(pb_shared, admin, settings.pybreaker_calls))
+                    print("  [commands] pybreaker: done", file=sys.stderr, flush=True)
+                    await shared.sync()
+                    record = await storage.flush(shared.name, shared.policy, Batch(0))
+                    errors = storage.errors
+        finally:
+            deleted = delete_keys(admin, f"{prefix}:*") + delete_keys(admin, f"*{namespace}*")
+    elapsed = time.perf_counter() - started
+    print(
+        f"breaker_machines {env['versions']['breaker-machines']} with RedisStorage vs "
+        f"MemoryStorage and pybreaker {env['versions']['pybreaker']} (redis-py "
+        f"{env['versions']['redis']}) on Python {env['python']} ({env['platform']}); "
+        f"{elapsed:.0f}s; deleted {deleted} keys."
+    )
+    if env.get("git", {}).get("src_modified"):
+        print(f"Note: src/ has uncommitted changes (HEAD {env['git']['head']}).")
+    if not private:
+        print("Note: commandstats are server-wide: commands of other clients count too.")
+    summary = print_tables(cases, counts, settings, env)
+    invalid = [case for case in cases if case.invalid is not None]
+    if errors or record.status is not State.CLOSED:
+        invalid.append(Case("bm/redis", "final record", cases[0].loop))
+        print(f"\nINVALID: storage errors {errors}, stored status {record.status.value}")
+    return {
+        "environment": env,
+        "seconds": elapsed,
+        "summary": summary,
+        "cases": {
+            case.key: {
+                "title": case.title,
+                "calls_per_loop": case.calls,
+                "ns_per_call_samples": case.samples,
+                "overhead_ns_min": overhead(case, {c.key: c for c in cases}, "min"),
+                "overhead_ns_median": overhead(case, {c.key: c for c in cases}, "median"),
+                "invalid": case.invalid,
+            }
+            for case in cases
+        },
+        "commands": [
+            {
+                "library": c.library,
+                "load": c.load,
+                "calls": c.calls,
+                "seconds": c.seconds,
+                "commands": c.commands,
+                "round_trips": c.round_trips,
+                "total": c.total,
+            }
+            for c in counts
+        ],
+        "invalid": bool(invalid),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--quick", action="store_true", help="a few seconds, for a smoke test")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--rounds", type=int, help="rounds of timing (default 11, quick 3)")
+    parser.add_argument(
+        "--stat", choices=("min", "median"), default="min", help="how rounds are combined"
+    )
+    parser.add_argument(
+        "--url", help="use this Redis server (default: start a private redis-server)"
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        settings = Settings(args.rounds or 3, 1_000, 20_000, 3_000_000, 0.5, 20_000, 200, args.stat)
+    else:
+        settings = Settings(
+            args.rounds or 11, 1_000, 200_000, 30_000_000, 3.0, 200_000, 2_000, args.stat
+        )
+    if args.url:
+        payload = asyncio.run(run(args.url, False, settings))
+    else:
+        with private_server() as url:
+            payload = asyncio.run(run(url, True, settings))
+    if args.json:
+        Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
+        print(f"\nWrote {args.json}")
+    return 1 if payload["invalid"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
