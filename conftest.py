@@ -1,6 +1,8 @@
 """Fixtures for the servers the storage tests use (shared by ``tests/`` and ``properties/``).
 
-Redis is expected at ``BREAKER_MACHINES_REDIS_URL`` (default ``redis://127.0.0.1:6379/0``).
+Redis is expected at ``BREAKER_MACHINES_REDIS_URL`` (default ``redis://127.0.0.1:6379/0``),
+PostgreSQL at ``BREAKER_MACHINES_POSTGRES_DSN`` (default
+``postgresql://postgres@127.0.0.1:5432/test``).
 Locally, a test that needs a server skips when it does not answer; under CI (``CI`` set
 to anything but ``false``/``0``) an unreachable server is a failure, never a skip.
 """
@@ -16,6 +18,9 @@ from collections.abc import Iterator
 import pytest
 
 REDIS_URL = os.environ.get("BREAKER_MACHINES_REDIS_URL", "redis://127.0.0.1:6379/0")
+POSTGRES_DSN = os.environ.get(
+    "BREAKER_MACHINES_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test"
+)
 
 
 def _under_ci() -> bool:
@@ -64,3 +69,32 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
             client.delete(*keys)
     finally:
         client.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> str:
+    """The DSN of the shared PostgreSQL server (fails under CI when it is unreachable)."""
+    if not _under_ci():
+        pytest.importorskip("asyncpg")
+    _require(POSTGRES_DSN, 5432, "PostgreSQL")
+    return POSTGRES_DSN
+
+
+@pytest.fixture
+def postgres_schema(postgres_dsn: str) -> Iterator[str]:
+    """A fresh schema name for one test; the schema is dropped afterwards."""
+    import asyncio
+
+    import asyncpg
+
+    schema = f"bm_test_{uuid.uuid4().hex[:12]}"
+    yield schema
+
+    async def drop() -> None:
+        connection = await asyncpg.connect(postgres_dsn)
+        try:
+            await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await connection.close()
+
+    asyncio.run(drop())

@@ -13,7 +13,9 @@ What is measured
    does on the event loop (building the batch, the flush round trip, reading the record
    back, the core's step on the fleet's counts) is inside the timed loop. The overhead is
    ``t(guarded loop) - t(the same loop with a bare body)``, per call. Goal: Redis <= 1.5x
-   memory.
+   memory. A third breaker, on a RedisStorage that never flushes by itself and is flushed
+   between timed slices (outside the timing), splits the Redis figure into the guard's own
+   cost and the runner's.
 2. **Redis commands per guarded call** at a steady load: ``INFO commandstats`` read before
    and after N guarded calls (runner flushing at its default interval and size), divided
    by N. Two figures: every command the server executed (the sum of ``calls`` over
@@ -36,7 +38,7 @@ How
 ---
 Like ``benchmarks/overhead.py``: each case is checked (the breaker is CLOSED, the success
 counted, no storage error, no outcome dropped) before and after timing, calibrated (N so a
-loop lasts about 30 ms, clamped to 1k..200k calls), warmed up, then timed in R rounds (11;
+loop lasts about 30 ms, clamped to 1k..200k calls), warmed up, then timed in R rounds (21;
 3 with ``--quick``) in a shuffled order with ``gc.collect()`` before each loop. A figure is
 the minimum over rounds (the median in brackets). The exit status is 1 if a check failed.
 """
@@ -81,6 +83,7 @@ perf_counter_ns = time.perf_counter_ns
 
 CHUNK = 100  # a tight loop yields to the event loop every CHUNK calls
 PACED_CHUNK = 10  # a paced load runs this many calls per tick
+UNFLUSHED_SLICE = 20_000  # calls timed between two untimed flushes (the unflushed case)
 OVERHEAD_GOAL = 1.5  # Redis / memory overhead
 COMMANDS_GOAL = 0.01  # Redis commands per guarded call
 BORDERLINE = 0.1  # a figure this close to its goal (relatively) can flip from run to run
@@ -142,9 +145,10 @@ def private_server() -> Iterator[str]:
         raise SystemExit("redis-server is not on PATH: give --url redis://host:port/0")
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="bm-bench-redis-") as workdir:
+        options = ["--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+        options += ["--appendonly", "no", "--dir", workdir]
         process = subprocess.Popen(
-            [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-            + ["--appendonly", "no", "--dir", workdir],
+            [executable, *options],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -158,7 +162,7 @@ def private_server() -> Iterator[str]:
                         break
                     except redis.ConnectionError:
                         if time.monotonic() > deadline or process.poll() is not None:
-                            raise SystemExit(f"redis-server did not start on port {port}")
+                            raise SystemExit(f"redis-server did not start on port {port}") from None
                         time.sleep(0.02)
             yield url
         finally:
@@ -177,9 +181,7 @@ def commandstats(client: redis.Redis) -> dict[str, int]:
 
 def difference(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
     counts = {name: after[name] - before.get(name, 0) for name in after}
-    return {
-        name: count for name, count in sorted(counts.items()) if count and name not in NOT_OURS
-    }
+    return {name: count for name, count in sorted(counts.items()) if count and name not in NOT_OURS}
 
 
 def delete_keys(client: redis.Redis, pattern: str) -> int:
@@ -192,9 +194,10 @@ def delete_keys(client: redis.Redis, pattern: str) -> int:
 # ---------------------------------------------------------------------------- the cases
 
 
-def breaker_machines_cases(
-    memory: Breaker, shared: Breaker, storage: RedisStorage
-) -> list[Case]:
+def breaker_machines_cases(memory: Breaker, shared: Breaker, unflushed: Breaker) -> list[Case]:
+    """``shared`` flushes as configured by default; ``unflushed`` is flushed outside the
+    timing (its storage never flushes on its own), which leaves the guard's own cost."""
+
     async def bare(n: int) -> int:
         sleep = asyncio.sleep
         t0 = perf_counter_ns()
@@ -218,6 +221,24 @@ def breaker_machines_cases(
 
         return loop
 
+    def guarded_then_flushed(breaker: Breaker) -> Loop:
+        async def loop(n: int) -> int:
+            guard = breaker.guard
+            sleep = asyncio.sleep
+            elapsed = 0
+            for start in range(0, n, UNFLUSHED_SLICE):  # the batch stays far below its bound
+                t0 = perf_counter_ns()
+                for _ in range(min(UNFLUSHED_SLICE, n - start) // CHUNK):
+                    for _ in range(CHUNK):
+                        with guard():
+                            pass
+                    await sleep(0)
+                elapsed += perf_counter_ns() - t0
+                await breaker.sync()  # not timed
+            return elapsed
+
+        return loop
+
     def checked(breaker: Breaker) -> Check:
         async def check() -> None:
             expect(breaker.state is State.CLOSED, f"{breaker.name} is {breaker.state.value}")
@@ -225,13 +246,13 @@ def breaker_machines_cases(
             with breaker.guard():
                 pass
             expect(breaker.stats().successes == before + 1, "the success was not counted")
-            replica = breaker._replica
-            if replica is not None:
-                await breaker.sync()
-                expect(storage.errors == 0, f"{storage.errors} storage errors")
-                expect(replica.dropped == 0, f"{replica.dropped} outcomes dropped")
-                expect(replica.stale == 0, f"{replica.stale} outcomes of an old generation")
-                expect(not replica.degraded, "the replica is degraded")
+            await breaker.sync()  # nothing with memory storage
+            stats = breaker.stats()
+            expect(stats.storage_errors == 0, f"{stats.storage_errors} storage errors")
+            expect(not stats.degraded, "the storage is degraded")
+            expect(stats.dropped == 0, f"{stats.dropped} outcomes dropped (batch full)")
+            expect(stats.stale == 0, f"{stats.stale} outcomes of an old generation")
+            expect(stats.unflushed == 0, f"{stats.unflushed} outcomes not flushed by sync()")
 
         return check
 
@@ -251,10 +272,19 @@ def breaker_machines_cases(
             "bm/bare",
             checked(shared),
         ),
+        Case(
+            "bm/redis-unflushed",
+            "breaker_machines, RedisStorage, flushed outside the timing",
+            guarded_then_flushed(unflushed),
+            "bm/bare",
+            checked(unflushed),
+        ),
     ]
 
 
-def pybreaker_cases(memory: pybreaker.CircuitBreaker, shared: pybreaker.CircuitBreaker) -> list[Case]:
+def pybreaker_cases(
+    memory: pybreaker.CircuitBreaker, shared: pybreaker.CircuitBreaker
+) -> list[Case]:
     async def bare(n: int) -> int:
         w = work_sync
         t0 = perf_counter_ns()
@@ -480,8 +510,7 @@ def print_tables(
         extra = "—"
         if case.baseline is not None:
             extra = (
-                f"{ns(overhead(case, by_key, settings.stat))} "
-                f"[{ns(overhead(case, by_key, other))}]"
+                f"{ns(overhead(case, by_key, settings.stat))} [{ns(overhead(case, by_key, other))}]"
             )
         print(f"| {case.title} | {cost} | {extra} | {case.calls:,} |")
 
@@ -510,7 +539,7 @@ def print_tables(
     for c in counts:
         print(
             f"| {c.library} | {c.load} | {c.calls:,} | {c.seconds:.2f} | {c.round_trips:,} "
-            f"| {c.total:,} | {c.round_trips / c.calls:.4f} | {c.total / c.calls:.4f} "
+            f"| {c.total:,} | {c.round_trips / c.calls:.5f} | {c.total / c.calls:.5f} "
             f"| {c.total / c.seconds:,.0f} |"
         )
     print("\nCommands run (per case):\n")
@@ -537,11 +566,17 @@ def print_tables(
             value = per_call(c)
             commands_met.setdefault(c.load, {})[what] = value <= COMMANDS_GOAL
             print(
-                f"| {what} per call <= {COMMANDS_GOAL}, {c.load} | {value:.4f} "
+                f"| {what} per call <= {COMMANDS_GOAL}, {c.load} | {value:.5f} "
                 f"| {status(value, COMMANDS_GOAL)} |"
             )
     print("\nFor comparison (no goal):\n")
     pb_vs_bm = ratio("pb/redis", "bm/redis", settings.stat)
+    unflushed_vs_memory = ratio("bm/redis-unflushed", "bm/memory", settings.stat)
+    print(
+        f"- overhead of RedisStorage flushed outside the timing / MemoryStorage: "
+        f"{x(unflushed_vs_memory)} (the guard's own cost: every outcome goes into the "
+        "batch; the rest of the RedisStorage overhead is the runner's flushing)"
+    )
     print(
         f"- overhead of pybreaker + CircuitRedisStorage / breaker_machines + RedisStorage: "
         f"{x(pb_vs_bm)}"
@@ -556,6 +591,7 @@ def print_tables(
         "redis_vs_memory": redis_vs_memory,
         "redis_vs_memory_other_stat": redis_vs_memory_other,
         "pybreaker_redis_vs_bm_redis": pb_vs_bm,
+        "redis_unflushed_vs_memory": unflushed_vs_memory,
         "met": {
             "overhead": redis_vs_memory is not None and redis_vs_memory <= OVERHEAD_GOAL,
             "commands": commands_met,
@@ -614,10 +650,20 @@ async def run(url: str, private: bool, settings: Settings) -> dict[str, Any]:
     with redis.Redis.from_url(url) as admin, redis.Redis.from_url(url) as sync_client:
         env = environment(settings, admin, url, private)
         try:
-            async with RedisStorage(url, prefix=prefix) as storage:
+            async with (
+                RedisStorage(url, prefix=prefix) as storage,
+                RedisStorage(
+                    url,
+                    prefix=prefix,
+                    flush_interval=3600,
+                    flush_size=UNFLUSHED_SLICE * 2,
+                    refresh_interval=3600,
+                ) as quiet_storage,
+            ):
                 await storage.wait_subscribed()
                 memory = Breaker("bench-memory")
                 shared = Breaker("bench-redis", storage=storage)
+                unflushed = Breaker("bench-redis-unflushed", storage=quiet_storage)
                 pb_memory = pybreaker.CircuitBreaker(name="bench-memory")
                 pb_shared = pybreaker.CircuitBreaker(
                     name="bench-redis",
@@ -625,9 +671,9 @@ async def run(url: str, private: bool, settings: Settings) -> dict[str, Any]:
                         pybreaker.STATE_CLOSED, sync_client, namespace=namespace
                     ),
                 )
-                async with running(memory, shared):
+                async with running(memory, shared, unflushed):
                     cases = [
-                        *breaker_machines_cases(memory, shared, storage),
+                        *breaker_machines_cases(memory, shared, unflushed),
                         *pybreaker_cases(pb_memory, pb_shared),
                     ]
                     await measure(cases, settings)
@@ -636,7 +682,7 @@ async def run(url: str, private: bool, settings: Settings) -> dict[str, Any]:
                     print("  [commands] pybreaker: done", file=sys.stderr, flush=True)
                     await shared.sync()
                     record = await storage.flush(shared.name, shared.policy, Batch(0))
-                    errors = storage.errors
+                    errors = storage.errors + quiet_storage.errors
         finally:
             deleted = delete_keys(admin, f"{prefix}:*") + delete_keys(admin, f"*{namespace}*")
     elapsed = time.perf_counter() - started
@@ -690,7 +736,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="a few seconds, for a smoke test")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    parser.add_argument("--rounds", type=int, help="rounds of timing (default 11, quick 3)")
+    parser.add_argument("--rounds", type=int, help="rounds of timing (default 21, quick 3)")
     parser.add_argument(
         "--stat", choices=("min", "median"), default="min", help="how rounds are combined"
     )
@@ -702,7 +748,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings(args.rounds or 3, 1_000, 20_000, 3_000_000, 0.5, 20_000, 200, args.stat)
     else:
         settings = Settings(
-            args.rounds or 11, 1_000, 200_000, 30_000_000, 3.0, 200_000, 2_000, args.stat
+            args.rounds or 21, 1_000, 200_000, 30_000_000, 5.0, 200_000, 2_000, args.stat
         )
     if args.url:
         payload = asyncio.run(run(args.url, False, settings))

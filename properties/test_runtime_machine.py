@@ -8,7 +8,7 @@ import pytest
 from hypothesis import settings
 
 from breaker_machines import MemoryStorage
-from breaker_machines.storage import RedisStorage
+from breaker_machines.storage import PostgresStorage, RedisStorage
 from breaker_machines.testing import breaker_machine
 
 _BACKENDS = ["asyncio", "trio"]
@@ -85,6 +85,53 @@ def test_redis_storage_two_breakers_with_rate_rules(
         failure_rate=0.5,
         minimum_calls=4,
         window=20,
+        failures=5,
+        within=30,
+        half_open_probes=1,
+        success_threshold=1,
+    )
+    machine.TestCase.settings = _fewer()
+    machine.TestCase().runTest()
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+def _postgres(dsn: str, schema: str) -> Callable[[], PostgresStorage]:
+    def factory() -> PostgresStorage:
+        return PostgresStorage(dsn, schema=schema, flush_interval=3600, timeout=5)
+
+    return factory
+
+
+@pytest.mark.parametrize("backend", _BACKENDS)
+def test_postgres_storage(backend: str, postgres_dsn: str, postgres_schema: str) -> None:
+    machine = breaker_machine(_postgres(postgres_dsn, postgres_schema), backend=backend)
+    machine.TestCase.settings = _fewer()
+    machine.TestCase().runTest()
+
+
+@pytest.mark.parametrize("backend", _BACKENDS)
+def test_postgres_storage_two_breakers_agree(
+    backend: str, postgres_dsn: str, postgres_schema: str
+) -> None:
+    machine = breaker_machine(_postgres(postgres_dsn, postgres_schema), backend=backend, peers=2)
+    machine.TestCase.settings = _fewer()
+    machine.TestCase().runTest()
+
+
+@pytest.mark.parametrize("backend", _BACKENDS)
+def test_postgres_storage_two_breakers_with_rate_rules(
+    backend: str, postgres_dsn: str, postgres_schema: str
+) -> None:
+    machine = breaker_machine(
+        _postgres(postgres_dsn, postgres_schema),
+        backend=backend,
+        peers=2,
+        consecutive_failures=None,
+        failure_rate=0.5,
+        minimum_calls=4,
+        window_calls=20,
         failures=5,
         within=30,
         half_open_probes=1,

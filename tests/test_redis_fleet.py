@@ -57,8 +57,12 @@ class Worker:
         )
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.stderr: collections.deque[str] = collections.deque(maxlen=200)
-        for target in (self._read_stdout, self._read_stderr):
-            threading.Thread(target=target, daemon=True).start()
+        self.readers = [
+            threading.Thread(target=target, daemon=True)
+            for target in (self._read_stdout, self._read_stderr)
+        ]
+        for reader in self.readers:
+            reader.start()
 
     def _read_stdout(self) -> None:
         assert self.process.stdout is not None
@@ -106,6 +110,11 @@ class Worker:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout=LIMIT)
+        for reader in self.readers:  # they end at the pipes' end of file
+            reader.join(timeout=LIMIT)
+        for pipe in (self.process.stdout, self.process.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 @pytest.fixture(scope="module")
@@ -238,7 +247,12 @@ def test_failures_from_four_processes_add_up_exactly(
 def test_the_circuit_opens_once_for_the_whole_fleet(
     pool: list[Worker], redis_url: str, redis_prefix: str
 ) -> None:
-    """4 processes race past 100 consecutive failures: one trip, one winner, all OPEN."""
+    """4 processes race past 100 consecutive failures: one trip, one winner, all OPEN.
+
+    The batches wait for the flush interval (0.1 s), far longer than 100 calls take: every
+    process trips on its own count and proposes the same transition, and the
+    compare-and-set on the stored version picks one winner.
+    """
     policy = {"consecutive_failures": 100, "reset_after": 300}
     workers = pool[:4]
     keys = start(
@@ -248,7 +262,7 @@ def test_the_circuit_opens_once_for_the_whole_fleet(
         scenario="open",
         calls=2_500,
         policy=policy,
-        storage={"flush_size": 25},
+        storage={"flush_size": 1000},
     )
     release(redis_url, keys["go"], len(workers))
     outcome = results(workers, redis_prefix)

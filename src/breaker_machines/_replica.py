@@ -112,7 +112,8 @@ class Replica:
         self.stale = 0  # outcomes of a generation that ended before they were flushed
         self.dropped = 0  # outcomes beyond the batch bound while storage was unreachable
         self.lock: anyio.Lock | None = None
-        self.reserved: tuple[int, str] | None = None  # (version, token) for a sync guard
+        # (local version, token, local time its lease surely still runs) for a sync guard
+        self.reserved: tuple[int, str, float] | None = None
         self.want_permit = False
 
     # ------------------------------------------------------------------ hot path (sync)
@@ -265,6 +266,8 @@ class Replica:
                 self.flush_due = breaker._clock() + self.storage.flush_interval
             raise
         self.refresh_due = breaker._clock() + self.storage.refresh_interval
+        if outcomes and (record.version != self.stored or record.missing):
+            self.stale += len(outcomes)  # the stored generation moved on: not counted
         self.absorb(record)
 
     def unwritten(self) -> bool:
@@ -404,7 +407,11 @@ class Replica:
         unreachable the local permit stands.
         """
         reserved = self.reserved
-        if reserved is not None and reserved[0] == generation == self.synced_state.version:
+        if (
+            reserved is not None
+            and reserved[0] == generation == self.synced_state.version
+            and self.breaker._clock() < reserved[2]
+        ):
             self.reserved = None
             self.tokens[probe] = reserved[1]
             return True
@@ -421,11 +428,12 @@ class Replica:
             return
         token = uuid.uuid4().hex
         policy = breaker.policy
+        asked = breaker._clock()
         won, record = await self.storage.acquire_probe(
             breaker.name, self.stored, policy.half_open_probes, policy.probe_lease, token
         )
-        if won:
-            self.reserved = (state.version, token)
+        if won:  # its lease started on the server between `asked` and now
+            self.reserved = (state.version, token, asked + policy.probe_lease * 0.9)
         elif record.version > self.stored:
             self.adopt(record, won=False)
 
@@ -451,5 +459,8 @@ class Replica:
             self.tokens[probe] = token
             return True
         if record.version > self.stored:
-            self.adopt(record, won=False)
+            try:
+                self.adopt(record, won=False)
+            except StorageError as error:
+                self._failed(error)
         return False

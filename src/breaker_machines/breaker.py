@@ -119,8 +119,8 @@ class Guard:
             except BaseException:
                 b._give_back(admitted.generation, admitted.probe)  # cancelled while admitted
                 raise
-            if not allowed:
-                self._refuse_probe(admitted.generation, admitted.probe)
+            if not allowed:  # the fleet's permits are all out: the soonest frees within a lease
+                self._refuse_probe(admitted.generation, admitted.probe, b.policy.probe_lease)
         self._gen = admitted.generation
         self._probe = admitted.probe
         self._start = now
@@ -137,13 +137,12 @@ class Guard:
         self._start_scope()
         return self
 
-    def _refuse_probe(self, generation: int, probe: int) -> NoReturn:
+    def _refuse_probe(self, generation: int, probe: int, retry_after: float) -> NoReturn:
         """The fleet has no probe permit left: give the local one back and reject."""
         b = self._b
         b._give_back(generation, probe)
         b._rejections += 1
         status = b._state.status
-        retry_after = b.policy.probe_lease if status is _HALF_OPEN else None
         if b._on_reject:
             b._fire(b._on_reject, Rejection(b.name, status, retry_after))
         raise CircuitOpenError(b.name, retry_after, status)
@@ -198,7 +197,8 @@ class Guard:
                 and admitted.probe is not None
                 and not replica.claim(admitted.generation, admitted.probe)
             ):
-                self._refuse_probe(admitted.generation, admitted.probe)
+                # The runner reserves a permit for the next sync caller: retry right away.
+                self._refuse_probe(admitted.generation, admitted.probe, 0.0)
 
     def _refuse_bulkhead(self) -> NoReturn:
         b = self._b

@@ -15,8 +15,8 @@ class BreakerStats:
 
     Window figures (``window_*``, ``failures_in_window``) are the core's, as of the last
     event: they count only since the last transition. With a shared storage they are the
-    fleet's as of the last flush, plus nothing counted since (the batch is in
-    ``unflushed``).
+    fleet's as of the last flush plus what this process counted since (that part is also
+    in ``unflushed``, on its way to the fleet).
     """
 
     name: str

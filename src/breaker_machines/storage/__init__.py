@@ -1,16 +1,20 @@
-"""Where breaker states live: memory (the default), Redis, and the shared-storage protocol.
+"""Where breaker states live: memory (the default), Redis, PostgreSQL, and the protocol
+of storages shared between processes.
 
-:class:`RedisStorage` needs the ``redis`` extra (``pip install 'breaker-machines[redis]'``);
-importing it without redis-py installed works, opening it raises a ConfigError.
+:class:`RedisStorage` needs the ``redis`` extra, :class:`PostgresStorage` the ``postgres``
+extra (``pip install 'breaker-machines[redis,postgres]'``); importing them without their
+driver installed works, opening them raises a ConfigError.
 """
 
 from .memory import MemoryStorage
+from .postgres import PostgresStorage
 from .redis import RedisStorage
 from .shared import Batch, Proposal, SharedRecord, SharedStorage, StorageError
 
 __all__ = [
     "Batch",
     "MemoryStorage",
+    "PostgresStorage",
     "Proposal",
     "RedisStorage",
     "SharedRecord",

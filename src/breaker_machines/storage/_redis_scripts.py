@@ -147,7 +147,8 @@ for _, permit in ipairs(released) do
   end
 end
 if current and successes ~= num(h.hos, 0) then redis.call('HSET', KEYS[1], 'hos', successes) end
-if wrote then touch(ttl, KEYS) end
+-- A breaker some process still flushes or refreshes is in use: its keys stay.
+if wrote or h.version ~= nil then touch(ttl, KEYS) end
 return cjson.encode(record(read(KEYS[1]), now, KEYS[2], KEYS[3], spec))
 """
 )

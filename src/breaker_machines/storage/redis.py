@@ -27,10 +27,11 @@ import anyio.abc
 
 from .._core.errors import ConfigError
 from .._core.policy import Policy
-from .._core.status import Reason, State
 from . import _redis_scripts
 from ._bridge import Executor, executor_for_current_loop
-from .shared import Batch, Bucket, Proposal, SharedRecord, SharedStorage, StorageError, Watcher
+from ._records import parse_record
+from ._urls import check_url, redacted
+from .shared import Batch, Proposal, SharedRecord, SharedStorage, StorageError, Watcher
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -42,9 +43,6 @@ logger = logging.getLogger("breaker_machines.storage.redis")
 T = TypeVar("T")
 
 _SCHEMES = ("redis", "rediss", "unix")
-_STATES = {state.value: state for state in State}
-_REASONS = {reason.value: reason for reason in Reason}
-_MAX_NAME = 10_000
 
 
 def _check_prefix(prefix: object) -> str:
@@ -55,29 +53,6 @@ def _check_prefix(prefix: object) -> str:
     if len(prefix) > 200 or not prefix.isprintable():
         raise ConfigError("prefix", prefix, "must be at most 200 printable characters")
     return prefix
-
-
-def _check_url(url: object) -> str:
-    if not isinstance(url, str):
-        raise ConfigError("url", url, "must be a string such as redis://host:6379/0")
-    try:
-        parts = urllib.parse.urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError as error:
-        raise ConfigError("url", url, f"is not a valid URL ({error})") from None
-    if parts.scheme not in _SCHEMES:
-        raise ConfigError("url", url, f"scheme must be one of {', '.join(_SCHEMES)}")
-    if parts.scheme != "unix" and not parts.hostname:
-        raise ConfigError("url", url, "has no host")
-    return url
-
-
-def _redacted(url: str) -> str:
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def _seconds(field: str, value: object) -> float:
@@ -119,7 +94,7 @@ class RedisStorage(SharedStorage):
         if (url is None) == (client is None):
             raise ConfigError("url", url, "give either url= or client=, not both or neither")
         if url is not None:
-            _check_url(url)
+            check_url("url", url, _SCHEMES, "redis://host:6379/0")
         if client is not None:
             try:
                 import redis.asyncio as aioredis
@@ -153,10 +128,10 @@ class RedisStorage(SharedStorage):
         self._shift = 0.0
         self._subscribed = anyio.Event()
         self.errors = 0
-        """Operations that failed (unreachable, timed out, bad data) since the storage opened."""
+        """Operations that failed (unreachable, timed out, bad data) since the storage was built."""
 
     def __repr__(self) -> str:
-        where = _redacted(self._url) if self._url is not None else "client"
+        where = redacted(self._url) if self._url is not None else "client"
         return f"<RedisStorage {where} prefix={self.prefix!r}>"
 
     # ------------------------------------------------------------------ keys
@@ -168,7 +143,8 @@ class RedisStorage(SharedStorage):
         colons, braces, non-ASCII), two names never share a key, and all keys of one
         breaker live in one cluster slot.
         """
-        tag = urllib.parse.quote(name, safe="")
+        # "~" first: the tag is never empty (an empty tag would not pin the slot).
+        tag = "~" + urllib.parse.quote(name.encode("utf-8", "surrogatepass"), safe="")
         base = f"{self.prefix}:{{{tag}}}"
         return f"{base}:state", f"{base}:window", f"{base}:probes"
 
@@ -210,6 +186,7 @@ class RedisStorage(SharedStorage):
         tb: TracebackType | None,
     ) -> None:
         task_group, self._task_group = self._task_group, None
+        self._subscribed = anyio.Event()
         try:
             if task_group is not None:
                 task_group.cancel_scope.cancel()
@@ -264,7 +241,9 @@ class RedisStorage(SharedStorage):
             raise StorageError(f"redis {what}: {type(error).__name__}: {error}") from error
 
     async def _script(self, key: str, name: str, args: list[Any]) -> Any:
-        script = self._scripts[key]
+        script = self._scripts.get(key)
+        if script is None or self._executor is None:
+            raise StorageError(f"{self!r} is not open (use `async with storage:`)")
         keys = list(self.keys(name))
 
         async def call() -> Any:
@@ -337,7 +316,7 @@ class RedisStorage(SharedStorage):
     def _record(self, raw: Any, policy: Policy | None) -> SharedRecord:
         """Validate what Redis sent back; a malformed record is an error, never trusted."""
         try:
-            return _parse_record(raw, policy)
+            return parse_record(raw, policy)
         except (KeyError, TypeError, ValueError) as error:
             self.errors += 1
             raise StorageError(f"redis: malformed record {raw!r} ({error})") from None
@@ -383,7 +362,8 @@ class RedisStorage(SharedStorage):
                 if pubsub is not None and self._executor is not None:
                     with anyio.move_on_after(self.timeout, shield=True), suppress(Exception):
                         await self._executor.run(pubsub.aclose)
-            self._subscribed = anyio.Event()
+            if self._subscribed.is_set():  # waiters of an unset event keep waiting on it
+                self._subscribed = anyio.Event()
             await anyio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
@@ -393,7 +373,7 @@ class RedisStorage(SharedStorage):
             name = data["name"]
             if not isinstance(name, str):
                 raise TypeError("name is not a string")
-            record = _parse_record(data, None)
+            record = parse_record(data, None)
         except Exception:
             logger.warning("ignored a malformed message on %s: %r", self.channel, message)
             return
@@ -432,80 +412,3 @@ class RedisStorage(SharedStorage):
     def new_origin() -> str:
         """A fresh identifier for one breaker object's writes."""
         return uuid.uuid4().hex
-
-
-def _count(value: Any) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"{value!r} is not a count")
-    number = int(value)
-    if number != value or number < 0:
-        raise ValueError(f"{value!r} is not a count")
-    return number
-
-
-def _duration(value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{value!r} is not a number")
-    if not math.isfinite(value):
-        raise ValueError(f"{value!r} is not finite")
-    return float(value)
-
-
-def _buckets(raw: Any) -> list[Any]:
-    if isinstance(raw, dict) and not raw:  # cjson writes an empty table as {}
-        return []
-    if not isinstance(raw, list):
-        raise TypeError(f"{raw!r} is not a list of buckets")
-    return raw  # pyright: ignore[reportUnknownVariableType]
-
-
-def _parse_record(data: Any, policy: Policy | None) -> SharedRecord:
-    if not isinstance(data, dict):
-        raise TypeError("the record is not an object")
-    raw = cast("dict[str, Any]", data)
-    status = _STATES[raw["status"]]
-    reason = _REASONS.get(raw.get("reason") or "")
-    failure: tuple[Bucket, ...] = ()
-    rate: tuple[Bucket, ...] = ()
-    if policy is not None:
-        limit = policy.bucket_count
-        counts = [_count(c) for c in _buckets(raw.get("fw", []))]
-        triples = [tuple(_count(c) for c in b) for b in _buckets(raw.get("rw", []))]
-        if len(counts) > limit or len(triples) > limit:
-            raise ValueError("more buckets than the policy has")
-        for triple in triples:
-            if len(triple) != 3 or triple[1] > triple[0] or triple[2] > triple[0]:
-                raise ValueError(f"bucket {triple!r} is impossible")
-        failure = _trim(tuple((c, c, 0) for c in counts))
-        rate = _trim(tuple((t[0], t[1], t[2]) for t in triples))
-    origin = raw.get("origin", "")
-    if not isinstance(origin, str):
-        raise TypeError("origin is not a string")
-    return SharedRecord(
-        status=status,
-        version=_count(raw["version"]),
-        trips=_count(raw["trips"]),
-        reason=reason,
-        opened_ago=_duration(raw.get("opened_ago")),
-        retry_in=_duration(raw.get("retry_in")),
-        consecutive_failures=_count(raw.get("cf", 0)),
-        half_open_successes=_count(raw.get("hos", 0)),
-        failure_buckets=failure,
-        rate_buckets=rate,
-        rate_head=_count(raw.get("rhead", 0)),
-        probes=_count(raw.get("probes", 0)),
-        missing=bool(raw.get("missing", 0)),
-        origin=origin,
-    )
-
-
-def _trim(buckets: tuple[Bucket, ...]) -> tuple[Bucket, ...]:
-    """Drop empty buckets at the old end (the newest bucket always stays)."""
-    end = len(buckets)
-    while end > 1 and buckets[end - 1] == (0, 0, 0):
-        end -= 1
-    if end == 1 and buckets[0] == (0, 0, 0):
-        return ()
-    return buckets[:end]
