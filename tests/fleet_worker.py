@@ -1,4 +1,5 @@
-"""One process of a fleet sharing a breaker through Redis (run by ``test_redis_fleet.py``).
+"""One process of a fleet sharing a breaker through Redis or PostgreSQL (run by
+``test_redis_fleet.py`` and ``test_postgres_fleet.py``).
 
 ``python tests/fleet_worker.py BACKEND`` imports everything, prints ``{"hello": BACKEND}``,
 then reads one JSON config per line on stdin and answers each with one JSON line of
@@ -10,7 +11,10 @@ exits when stdin closes.
 A config: ``scenario`` (``count``, ``open`` or ``probe``), ``index``, ``url``,
 ``prefix``, ``name``, ``calls``, ``policy`` (Breaker keywords), ``storage`` (RedisStorage
 keywords), ``keys`` (the coordination keys below) and ``limit`` (seconds the scenario may
-take, waits included).
+take, waits included). With ``"store": "postgres"`` the breaker's storage is a
+PostgresStorage on ``dsn`` and ``schema`` instead (``storage`` then holds PostgresStorage
+keywords); ``url`` and ``prefix`` still name the Redis server and keys the coordination
+uses, and ``prefix`` still tags the answer.
 
 Coordination is by Redis lists, with blocking pops (never sleeps): the worker pushes its
 index on ``keys.ready`` once its breaker's runner has adopted the stored state, then pops
@@ -22,6 +26,7 @@ was admitted or rejected.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
@@ -34,7 +39,7 @@ import anyio.lowlevel
 
 import redis
 from breaker_machines import Breaker, CircuitOpenError, State, Transition, running
-from breaker_machines.storage import RedisStorage
+from breaker_machines.storage import PostgresStorage, RedisStorage
 
 
 class Boom(Exception):
@@ -44,6 +49,13 @@ class Boom(Exception):
 async def blocking(fn: Any, *args: Any, **kwargs: Any) -> Any:
     """A call of the sync Redis client, in a worker thread (works under asyncio and trio)."""
     return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
+
+
+def shared_storage(config: dict[str, Any]) -> RedisStorage | PostgresStorage:
+    """The storage the scenario's breaker shares: Redis (the default) or PostgreSQL."""
+    if config.get("store", "redis") == "postgres":
+        return PostgresStorage(config["dsn"], schema=config["schema"], **config["storage"])
+    return RedisStorage(config["url"], prefix=config["prefix"], **config["storage"])
 
 
 async def main(config: dict[str, Any]) -> dict[str, Any]:
@@ -72,9 +84,7 @@ async def main(config: dict[str, Any]) -> dict[str, Any]:
     client = redis.Redis.from_url(config["url"])
     try:
         with anyio.fail_after(limit):
-            async with RedisStorage(
-                config["url"], prefix=config["prefix"], **config["storage"]
-            ) as storage:
+            async with shared_storage(config) as storage:
                 await storage.wait_subscribed()  # adoption by pub/sub is part of the test
                 breaker = Breaker(
                     config["name"],
@@ -152,6 +162,9 @@ async def probe(
 
 def serve(backend: str) -> None:
     import redis.asyncio  # noqa: F401  # imported before the hello: scenarios time only themselves
+
+    with contextlib.suppress(ImportError):  # the PostgreSQL driver, for ``"store": "postgres"``
+        import asyncpg  # noqa: F401
 
     if backend == "trio":
         import trio  # noqa: F401

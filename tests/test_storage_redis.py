@@ -1354,6 +1354,27 @@ async def test_a_name_that_is_not_valid_unicode_fails_as_a_storage_error(
             await storage.flush("bad\ud800name", CONSECUTIVE, Batch(0, "f"))
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_callers_client_with_no_socket_timeout_is_bounded_by_the_storage_timeout() -> (
+    None
+):
+    import redis.asyncio
+
+    timeout = 0.3
+    with anyio.fail_after(LIMIT):
+        async with proxy("blackhole") as server:
+            client = redis.asyncio.Redis.from_url(server.url)  # no socket timeouts at all
+            try:
+                async with RedisStorage(client=client, timeout=timeout) as storage:
+                    started = anyio.current_time()
+                    with pytest.raises(StorageError, match="no answer within"):
+                        await storage.flush("svc", CONSECUTIVE, Batch(0, "f"))
+                    assert anyio.current_time() - started <= timeout + 1.0
+            finally:
+                await client.aclose()
+
+
 # =========================================================================== threads
 
 

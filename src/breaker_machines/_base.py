@@ -137,6 +137,9 @@ class BreakerBase:
         "_state",
         "_storage",
         "_successes",
+        "_tally",
+        "_tally_cap",
+        "_tally_gen",
         "_timed",
         "_timeout",
         "_timeouts",
@@ -278,6 +281,11 @@ class BreakerBase:
             raise ConfigError("storage", storage, "must be a breaker_machines storage")
         self._storage = storage
         self._replica: Replica | None = None
+        # Shared storage: the batch guards may append a quiet success to directly, for
+        # generation _tally_gen, while it holds between 1 and _tally_cap outcomes.
+        self._tally: list[str] | None = None
+        self._tally_gen = 0
+        self._tally_cap = 0
         if clock is not None and not callable(clock):
             raise ConfigError("clock", clock, "must be a callable returning seconds")
         self._clock: Callable[[], float] = clock if clock is not None else time.monotonic

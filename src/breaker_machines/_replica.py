@@ -63,6 +63,16 @@ def _window(buckets: tuple[Bucket, ...], head: int) -> Window:
     return Window(head, buckets, calls, failures, slow)
 
 
+def _plus(buckets: tuple[Bucket, ...], extra: Bucket) -> tuple[Bucket, ...]:
+    """``buckets`` with ``extra`` added to the newest one."""
+    if not extra[0]:
+        return buckets
+    if not buckets:
+        return (extra,)
+    calls, failures, slow = buckets[0]
+    return ((calls + extra[0], failures + extra[1], slow + extra[2]), *buckets[1:])
+
+
 class Replica:
     """The shared-storage half of a breaker (one per breaker using a shared storage)."""
 
@@ -112,6 +122,9 @@ class Replica:
         self.stale = 0  # outcomes of a generation that ended before they were flushed
         self.dropped = 0  # outcomes beyond the batch bound while storage was unreachable
         self.lock: anyio.Lock | None = None
+        breaker._tally = self.batch
+        breaker._tally_gen = self.batch_version
+        breaker._tally_cap = storage.flush_size - 1  # the append that fills it wakes the runner
         # (local version, token, local time its lease surely still runs) for a sync guard
         self.reserved: tuple[int, str, float] | None = None
         self.want_permit = False
@@ -149,6 +162,7 @@ class Replica:
                 self.stale += len(batch)
                 batch.clear()
             self.batch_version = generation
+            breaker._tally_gen = generation
         if len(batch) >= _MAX_BATCH:
             self.dropped += 1
             return
@@ -247,7 +261,7 @@ class Replica:
         elif batch:
             self.stale += len(batch)
         released = tuple(self.released)
-        self.batch = []
+        batch.clear()  # in place: the breaker's guards append to this very list
         self.released = []
         self.flush_due = None
         try:
@@ -333,17 +347,32 @@ class Replica:
             return  # our own transition is on its way: these counts are of the old generation
         policy = breaker.policy
         now = breaker._clock()
+        # The fleet's counts, plus what this process counted since the flush left (still
+        # in the batch): the local view never goes back.
+        consecutive = record.consecutive_failures
+        calls = failures = slow = 0
+        if self.batch_version == self.synced_state.version:
+            for letter in self.batch:
+                calls += 1
+                if letter == "f" or letter == "F":
+                    failures += 1
+                    consecutive += 1
+                else:
+                    consecutive = 0
+                if letter == "S" or letter == "F":
+                    slow += 1
         failure_window = EMPTY_WINDOW
         if policy.failures is not None:
-            failure_window = _window(record.failure_buckets, int(now // policy.within_width))
+            buckets = _plus(record.failure_buckets, (failures, failures, 0))
+            failure_window = _window(buckets, int(now // policy.within_width))
         rate_window = EMPTY_WINDOW
         if policy.counts_rates:
             head = record.rate_head if policy.rate_bucket_calls else int(now // policy.rate_width)
-            rate_window = _window(record.rate_buckets, head)
+            rate_window = _window(_plus(record.rate_buckets, (calls, failures, slow)), head)
         draw = breaker._random() if breaker._jitter else 0.5
         event = Synced(
             breaker._state.version,
-            record.consecutive_failures,
+            consecutive,
             record.half_open_successes,
             failure_window,
             rate_window,

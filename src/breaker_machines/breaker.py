@@ -232,6 +232,16 @@ class Guard:
                     b._successes += 1
                     b._room = b._room_full
                     return
+                tally = b._tally
+                if (
+                    tally is not None
+                    and b._quiet
+                    and self._gen == b._tally_gen
+                    and 0 < len(tally) < b._tally_cap
+                ):  # shared storage: a quiet success only joins the batch
+                    tally.append("s")
+                    b._successes += 1
+                    return
                 b._record(_SUCCESS, 0.0, self._gen, self._probe)
                 return
             outcome = b._outcomes_by_type.get(exc.__class__) or b._classify(exc)

@@ -35,22 +35,26 @@ local function stamp(x)
   return string.format('%.6f', x)
 end
 -- The record as a process sees it: times relative to now, windows newest bucket first.
--- spec = {failure bucket width, rate bucket width, calls per rate bucket, buckets}
-local function record(h, now, wkey, pkey, spec)
+-- spec = {failure bucket width, rate bucket width, calls per rate bucket, buckets};
+-- w is the window hash already read (nil: read it if the spec needs it).
+local function record(h, now, wkey, pkey, spec, w)
   local rec = {
     status = h.status or 'closed', version = num(h.version, 0), trips = num(h.trips, 0),
     reason = h.reason or '', cf = num(h.cf, 0), hos = num(h.hos, 0),
     rhead = num(h.rhead, 0), origin = h.origin or '', missing = 0, fw = {}, rw = {},
+    probes = 0,
   }
   if h.version == nil then rec.missing = 1 end
   local opened = num(h.opened_at, nil)
   if opened ~= nil then rec.opened_ago = now - opened end
   local retry = num(h.retry_at, nil)
   if retry ~= nil then rec.retry_in = retry - now end
-  rec.probes = redis.call('ZCOUNT', pkey, '(' .. stamp(now), '+inf')
+  if rec.status == 'half_open' then
+    rec.probes = redis.call('ZCOUNT', pkey, '(' .. stamp(now), '+inf')
+  end
   local fwidth, rwidth, rcalls, n = spec[1], spec[2], spec[3], spec[4]
   if n > 0 and (fwidth > 0 or rwidth > 0 or rcalls > 0) then
-    local w = read(wkey)
+    if w == nil then w = read(wkey) end
     if fwidth > 0 then
       local head = math.floor(now / fwidth)
       for i = 0, n - 1 do rec.fw[i + 1] = num(w['f:' .. (head - i)], 0) end
@@ -65,6 +69,12 @@ local function record(h, now, wkey, pkey, spec)
     end
   end
   return rec
+end
+-- redis.call with many arguments, a few hundred at a time (Lua's stack is bounded).
+local function call_chunked(command, key, args, step)
+  for i = 1, #args, step do
+    redis.call(command, key, unpack(args, i, math.min(i + step - 1, #args)))
+  end
 end
 local function touch(ttl, keys)
   for _, k in ipairs(keys) do redis.call('PEXPIRE', k, ttl) end
@@ -84,27 +94,34 @@ local outcomes = ARGV[4]
 local spec = {tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])}
 local released = cjson.decode(ARGV[9])
 local h = read(KEYS[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', stamp(now))
 local current = num(h.version, 0) == version
-local wrote = false
+local w = nil
 if current and h.version == nil and #outcomes > 0 then
+  h = {status = 'closed', version = '0', trips = '0', cf = '0', hos = '0', rhead = '0',
+       name = ARGV[10], reason = '', origin = ''}
   redis.call('HSET', KEYS[1], 'status', 'closed', 'version', 0, 'trips', 0, 'cf', 0,
              'hos', 0, 'rhead', 0, 'name', ARGV[10], 'reason', '', 'origin', '')
-  h = read(KEYS[1])
 end
 local status = h.status or 'closed'
+if status == 'half_open' then
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', stamp(now))
+end
 if current and status == 'closed' and #outcomes > 0 then
-  local fwidth, rwidth, rcalls = spec[1], spec[2], spec[3]
+  local fwidth, rwidth, rcalls, n = spec[1], spec[2], spec[3], spec[4]
+  w = read(KEYS[2])
   local cf = num(h.cf, 0)
   local rhead = num(h.rhead, 0)
-  local incr = {}
+  local changed = {}
   local function bump(field, by)
-    if by > 0 then incr[field] = (incr[field] or 0) + by end
+    if by > 0 then
+      w[field] = num(w[field], 0) + by
+      changed[field] = true
+    end
   end
   local fhead = fwidth > 0 and math.floor(now / fwidth) or 0
   local thead = rwidth > 0 and math.floor(now / rwidth) or 0
   local fill = 0
-  if rcalls > 0 then fill = num(redis.call('HGET', KEYS[2], 'c:' .. rhead), 0) end
+  if rcalls > 0 then fill = num(w['c:' .. rhead], 0) end
   for i = 1, #outcomes do
     local c = string.sub(outcomes, i, i)
     local failed = (c == 'f' or c == 'F') and 1 or 0
@@ -123,33 +140,46 @@ if current and status == 'closed' and #outcomes > 0 then
       bump('c:' .. b, 1); bump('x:' .. b, failed); bump('s:' .. b, slow)
     end
   end
-  for field, by in pairs(incr) do redis.call('HINCRBY', KEYS[2], field, by) end
-  redis.call('HSET', KEYS[1], 'cf', cf, 'rhead', rhead)
-  -- Buckets that left every window go: the hash never holds more than a few rings.
-  local n = spec[4]
+  -- One write for the buckets, one for the counters; buckets that left every window go.
+  local sets, gone = {}, {}
   local keep_f = fhead - n + 1
   local keep_r = (rcalls > 0) and (rhead - n + 1) or (thead - n + 1)
-  for _, field in ipairs(redis.call('HKEYS', KEYS[2])) do
+  for field, value in pairs(w) do
     local kind, index = string.match(field, '^(%a):(-?%d+)$')
     index = tonumber(index)
     if index == nil or (kind == 'f' and index < keep_f) or (kind ~= 'f' and index < keep_r) then
-      redis.call('HDEL', KEYS[2], field)
+      gone[#gone + 1] = field
+    elseif changed[field] then
+      sets[#sets + 1] = field
+      sets[#sets + 1] = value
     end
   end
-  wrote = true
+  for _, field in ipairs(gone) do w[field] = nil end
+  call_chunked('HSET', KEYS[2], sets, 400)
+  call_chunked('HDEL', KEYS[2], gone, 400)
+  redis.call('HSET', KEYS[1], 'cf', cf, 'rhead', rhead)
+  h.cf = cf
+  h.rhead = rhead
 end
-local successes = num(h.hos, 0)
-for _, permit in ipairs(released) do
-  local freed = redis.call('ZREM', KEYS[3], permit[1]) == 1
-  if freed and current and status == 'half_open' and permit[2] == 1 then
-    successes = successes + 1
-    wrote = true
+if #released > 0 then
+  local successes = num(h.hos, 0)
+  for _, permit in ipairs(released) do
+    local freed = redis.call('ZREM', KEYS[3], permit[1]) == 1
+    if freed and current and status == 'half_open' and permit[2] == 1 then
+      successes = successes + 1
+    end
+  end
+  if current and successes ~= num(h.hos, 0) then
+    redis.call('HSET', KEYS[1], 'hos', successes)
+    h.hos = successes
   end
 end
-if current and successes ~= num(h.hos, 0) then redis.call('HSET', KEYS[1], 'hos', successes) end
 -- A breaker some process still flushes or refreshes is in use: its keys stay.
-if wrote or h.version ~= nil then touch(ttl, KEYS) end
-return cjson.encode(record(read(KEYS[1]), now, KEYS[2], KEYS[3], spec))
+if h.version ~= nil then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  if w ~= nil then redis.call('PEXPIRE', KEYS[2], ttl) end
+end
+return cjson.encode(record(h, now, KEYS[2], KEYS[3], spec, w))
 """
 )
 
@@ -165,7 +195,7 @@ local h = read(KEYS[1])
 local stored = num(h.version, 0)
 local none = {0, 0, 0, 0}
 if ARGV[4] ~= '1' and stored ~= tonumber(ARGV[3]) then
-  return cjson.encode({0, record(h, now, KEYS[2], KEYS[3], none)})
+  return cjson.encode({0, record(h, now, KEYS[2], KEYS[3], none, nil)})
 end
 local version = tonumber(ARGV[6])
 if ARGV[4] == '1' then version = math.max(stored + 1, version) end
@@ -177,7 +207,7 @@ redis.call('HSET', KEYS[1], 'status', ARGV[5], 'version', version, 'trips', ARGV
            'reason', ARGV[8], 'opened_at', opened_at, 'retry_at', retry_at, 'cf', 0,
            'hos', 0, 'rhead', 0, 'origin', ARGV[11], 'name', ARGV[12])
 touch(ttl, KEYS)
-local rec = record(read(KEYS[1]), now, KEYS[2], KEYS[3], none)
+local rec = record(read(KEYS[1]), now, KEYS[2], KEYS[3], none, nil)
 rec.name = ARGV[12]
 redis.call('PUBLISH', ARGV[13], cjson.encode(rec))
 return cjson.encode({1, rec})
@@ -195,10 +225,10 @@ local none = {0, 0, 0, 0}
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', stamp(now))
 if (h.status or 'closed') ~= 'half_open' or num(h.version, 0) ~= tonumber(ARGV[3])
    or redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[4]) then
-  return cjson.encode({0, record(h, now, KEYS[2], KEYS[3], none)})
+  return cjson.encode({0, record(h, now, KEYS[2], KEYS[3], none, nil)})
 end
 redis.call('ZADD', KEYS[3], stamp(now + tonumber(ARGV[5])), ARGV[6])
 touch(tonumber(ARGV[2]), KEYS)
-return cjson.encode({1, record(h, now, KEYS[2], KEYS[3], none)})
+return cjson.encode({1, record(h, now, KEYS[2], KEYS[3], none, nil)})
 """
 )

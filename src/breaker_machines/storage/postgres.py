@@ -93,7 +93,7 @@ class PostgresStorage(SharedStorage):
         create: bool = True,
         ttl: float = 86_400.0,
         flush_interval: float = 0.1,
-        flush_size: int = 1000,
+        flush_size: int = 10_000,
         refresh_interval: float = 2.0,
         timeout: float = 2.0,
         sweep_interval: float = 300.0,

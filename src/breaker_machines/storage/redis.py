@@ -86,7 +86,7 @@ class RedisStorage(SharedStorage):
         prefix: str = "breaker-machines",
         ttl: float = 86_400.0,
         flush_interval: float = 0.1,
-        flush_size: int = 1000,
+        flush_size: int = 10_000,
         refresh_interval: float = 2.0,
         timeout: float = 1.0,
         max_connections: int = 16,
