@@ -354,12 +354,12 @@ class Replica:
         if self.batch_version == self.synced_state.version:
             for letter in self.batch:
                 calls += 1
-                if letter == "f" or letter == "F":
+                if letter in "fF":
                     failures += 1
                     consecutive += 1
                 else:
                     consecutive = 0
-                if letter == "S" or letter == "F":
+                if letter in "SF":
                     slow += 1
         failure_window = EMPTY_WINDOW
         if policy.failures is not None:
