@@ -20,7 +20,27 @@ def main(argv: list[str] | None = None) -> int:
     demo = commands.add_parser("demo", help="watch a breaker protect a flaky service")
     demo.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
     demo.add_argument("--seconds", type=float, default=9.0, help="how long to run (default 9)")
+    ddl = commands.add_parser(
+        "ddl",
+        help="print the SQL that creates the PostgreSQL storage's tables and functions",
+        description="Print the SQL PostgresStorage(create=True) would run, for databases "
+        "where the application may not run DDL (use PostgresStorage(create=False) there).",
+    )
+    ddl.add_argument("--schema", default="breaker_machines", help="default: breaker_machines")
+    ddl.add_argument("--table", default="breakers", help="default: breakers")
     args = parser.parse_args(argv)
+    if args.command == "ddl":
+        from ._core.errors import ConfigError
+        from .storage import _postgres_sql
+        from .storage.postgres import check_identifier
+
+        try:
+            schema = check_identifier("schema", args.schema)
+            table = check_identifier("table", args.table)
+        except ConfigError as error:
+            parser.error(str(error))
+        sys.stdout.write(_postgres_sql.ddl(schema, table))
+        return 0
     if args.command == "demo":
         if not 1.0 <= args.seconds <= 600.0:
             parser.error(f"--seconds={args.seconds}: must be between 1 and 600")

@@ -43,7 +43,7 @@ _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
 _SCHEMES = ("postgres", "postgresql")
 
 
-def _check_identifier(field: str, value: object) -> str:
+def check_identifier(field: str, value: object) -> str:
     if not isinstance(value, str) or not _IDENTIFIER.fullmatch(value):
         raise ConfigError(
             field,
@@ -121,8 +121,8 @@ class PostgresStorage(SharedStorage):
         self._dsn = dsn
         self._pool: Any = pool
         self._owns_pool = pool is None
-        self.schema = _check_identifier("schema", schema)
-        self.table = _check_identifier("table", table)
+        self.schema = check_identifier("schema", schema)
+        self.table = check_identifier("table", table)
         self.create = create
         self.ttl = _seconds("ttl", ttl)
         self.sweep_interval = _seconds("sweep_interval", sweep_interval)
