@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Final
 
 import anyio
 
-from ._core.errors import InvalidEvent
+from ._core.errors import ConfigError, InvalidEvent
 from ._core.records import EMPTY_WINDOW, BreakerState, RemoteObserved, Synced, Window
 from ._core.status import Outcome, Reason, State
 from ._core.transitions import step
@@ -98,10 +98,17 @@ class Replica:
         "stored",
         "synced_state",
         "tokens",
+        "uncertain",
         "want_permit",
     )
 
     def __init__(self, breaker: BreakerBase, storage: SharedStorage) -> None:
+        try:
+            breaker.name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ConfigError(
+                "name", breaker.name, "must be valid Unicode (no lone surrogates) to be shared"
+            ) from None
         self.breaker = breaker
         self.storage = storage
         self.origin = uuid.uuid4().hex
@@ -128,6 +135,7 @@ class Replica:
         # (local version, token, local time its lease surely still runs) for a sync guard
         self.reserved: tuple[int, str, float] | None = None
         self.want_permit = False
+        self.uncertain: int | None = None  # the version of a write whose answer was lost
 
     # ------------------------------------------------------------------ hot path (sync)
 
@@ -256,12 +264,17 @@ class Replica:
         batch = self.batch
         outcomes = ""
         version = self.synced_state.version
+        size = self.storage.flush_size
         if batch and self.batch_version == version:
-            outcomes = "".join(batch)
+            outcomes = "".join(batch[:size])  # at most flush_size per round trip
         elif batch:
             self.stale += len(batch)
         released = tuple(self.released)
-        batch.clear()  # in place: the breaker's guards append to this very list
+        rest = len(batch) > size and bool(outcomes)
+        if rest:
+            del batch[:size]  # in place: the breaker's guards append to this very list
+        else:
+            batch.clear()
         self.released = []
         self.flush_due = None
         try:
@@ -280,6 +293,8 @@ class Replica:
                 self.flush_due = breaker._clock() + self.storage.flush_interval
             raise
         self.refresh_due = breaker._clock() + self.storage.refresh_interval
+        if rest:
+            self.flush_due = -math.inf  # the rest of a batch larger than flush_size
         if outcomes and (record.version != self.stored or record.missing):
             self.stale += len(outcomes)  # the stored generation moved on: not counted
         self.absorb(record)
@@ -310,10 +325,26 @@ class Replica:
         proposal = Proposal(
             state.status, version, state.trips, reason, opened_ago, open_for, self.origin
         )
-        won, record = await self.storage.propose(breaker.name, expected, proposal, force=force)
+        # An earlier attempt at this very write may have landed with its answer lost (a
+        # timeout, a cancelled runner): then the stored record is ours, not a rival's.
+        retry = self.uncertain == version
+        try:
+            won, record = await self.storage.propose(
+                breaker.name, expected, proposal, force=force and not retry
+            )
+            if force and retry and not won and not self._ours(record, expected, state.status):
+                won, record = await self.storage.propose(
+                    breaker.name, expected, proposal, force=True
+                )
+        except BaseException:
+            self.uncertain = version
+            raise
+        self.uncertain = None
         if self.synced_state is not base:
             return  # a newer record was adopted while this one was on its way
         self.force = False
+        if not won and self._ours(record, expected, state.status):
+            won = True
         if not won:
             if record.missing or record.version < expected:
                 self.force = True  # the storage lost the record: write ours back
@@ -330,6 +361,15 @@ class Replica:
         self.synced_state = state
         self.refresh_due = breaker._clock() + self.storage.refresh_interval
         breaker._announce(announced)
+
+    def _ours(self, record: SharedRecord, expected: int, status: State) -> bool:
+        """Is ``record`` a write of this breaker made after ``expected``?"""
+        return (
+            not record.missing
+            and record.origin == self.origin
+            and record.version > expected
+            and record.status is status
+        )
 
     # ------------------------------------------------------------------ records in
 

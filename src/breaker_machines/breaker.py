@@ -487,10 +487,13 @@ class Breaker(BreakerBase):
         replica = self._replica
         if replica is None:
             return
-        replica.flush_due = -math.inf
         replica.refresh_due = -math.inf
-        replica.retry_at = -math.inf
-        await replica.service(raise_errors=True)
+        while True:  # a batch larger than flush_size takes several round trips
+            replica.flush_due = -math.inf
+            replica.retry_at = -math.inf
+            await replica.service(raise_errors=True)
+            if not (replica.batch or replica.released or replica.force or replica.unwritten()):
+                return
 
     async def _run_callback(self, name: str, thunk: Callable[[], Awaitable[Any]]) -> None:
         try:

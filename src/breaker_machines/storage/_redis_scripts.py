@@ -177,7 +177,7 @@ end
 -- A breaker some process still flushes or refreshes is in use: its keys stay.
 if h.version ~= nil then
   redis.call('PEXPIRE', KEYS[1], ttl)
-  if w ~= nil then redis.call('PEXPIRE', KEYS[2], ttl) end
+  redis.call('PEXPIRE', KEYS[2], ttl)
 end
 return cjson.encode(record(h, now, KEYS[2], KEYS[3], spec, w))
 """
