@@ -109,10 +109,11 @@ class Replica:
             raise ConfigError(
                 "name", breaker.name, "must be valid Unicode (no lone surrogates) to be shared"
             ) from None
+        storage.check_name(breaker.name)
         self.breaker = breaker
         self.storage = storage
         self.origin = uuid.uuid4().hex
-        self.stored = 0  # the fleet's version at the last exchange with the storage
+        self.stored: int = 0  # the fleet's version at the last exchange with the storage
         self.synced_state = BreakerState()  # the local state that matched it
         self.batch: list[str] = []
         self.batch_version = 0
@@ -277,6 +278,7 @@ class Replica:
             batch.clear()
         self.released = []
         self.flush_due = None
+        base = self.synced_state
         try:
             record = await self.storage.flush(
                 breaker.name, breaker.policy, Batch(self.stored, outcomes, released)
@@ -295,6 +297,8 @@ class Replica:
         self.refresh_due = breaker._clock() + self.storage.refresh_interval
         if rest:
             self.flush_due = -math.inf  # the rest of a batch larger than flush_size
+        if self.synced_state is not base and record.version < self.stored:
+            return  # a newer record was adopted while this one was on its way: old news
         if outcomes and (record.version != self.stored or record.missing):
             self.stale += len(outcomes)  # the stored generation moved on: not counted
         self.absorb(record)

@@ -150,8 +150,8 @@ BEGIN
                 WHERE name = p_name AND kind = 'r' AND idx = rhead;
         END IF;
         IF p_rcalls > 0 THEN bucket := rhead; ELSE bucket := thead; END IF;
-        FOR i IN 1 .. length(p_outcomes) LOOP
-            letter := substr(p_outcomes, i, 1);
+        -- One pass over the letters (substr(s, i, 1) would restart at the front each time).
+        FOREACH letter IN ARRAY string_to_array(p_outcomes, NULL) LOOP
             failed := CASE WHEN letter IN ('f', 'F') THEN 1 ELSE 0 END;
             slow := CASE WHEN letter IN ('S', 'F') THEN 1 ELSE 0 END;
             IF failed = 1 THEN cf := cf + 1; ELSE cf := 0; END IF;

@@ -34,7 +34,9 @@ def redacted(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
-def check_url(field: str, url: object, schemes: tuple[str, ...], example: str) -> str:
+def check_url(
+    field: str, url: object, schemes: tuple[str, ...], example: str, *, require_host: bool = True
+) -> str:
     """A URL with one of ``schemes`` and a host; ConfigError (password hidden) otherwise."""
     if not isinstance(url, str):
         raise ConfigError(field, url, f"must be a string such as {example}")
@@ -47,6 +49,6 @@ def check_url(field: str, url: object, schemes: tuple[str, ...], example: str) -
         raise ConfigError(field, shown, f"is not a valid URL ({message})") from None
     if parts.scheme not in schemes:
         raise ConfigError(field, shown, f"scheme must be one of {', '.join(schemes)}")
-    if parts.scheme != "unix" and not parts.hostname:
+    if require_host and parts.scheme != "unix" and not parts.hostname:
         raise ConfigError(field, shown, "has no host")
     return url

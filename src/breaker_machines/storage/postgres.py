@@ -28,7 +28,7 @@ import anyio.abc
 from .._core.errors import ConfigError
 from .._core.policy import Policy
 from . import _postgres_sql
-from ._bridge import Executor, executor_for_current_loop
+from ._bridge import DirectExecutor, Executor, executor_for_current_loop
 from ._records import parse_record
 from ._urls import check_url, redacted
 from .shared import Batch, Proposal, SharedRecord, SharedStorage, StorageError, Watcher
@@ -102,7 +102,7 @@ class PostgresStorage(SharedStorage):
         if (dsn is None) == (pool is None):
             raise ConfigError("dsn", dsn, "give either dsn= or pool=, not both or neither")
         if dsn is not None:
-            check_url("dsn", dsn, _SCHEMES, "postgresql://user@host/db")
+            check_url("dsn", dsn, _SCHEMES, "postgresql://user@host/db", require_host=False)
         if pool is not None:
             try:
                 import asyncpg
@@ -134,6 +134,10 @@ class PostgresStorage(SharedStorage):
         )
         self._max_connections = max_connections
         self.channel = f"{schema}.{table}"
+        if len(self.channel.encode()) > 63:  # PostgreSQL truncates identifiers at 63 bytes
+            raise ConfigError(
+                "table", table, f"schema and table names together exceed 62 characters ({schema})"
+            )
         names = _postgres_sql.names(schema, table)
         prefix = f"{names['schema']}."
         self._flush_sql = (
@@ -163,6 +167,13 @@ class PostgresStorage(SharedStorage):
         where = redacted(self._dsn) if self._dsn is not None else "pool"
         return f"<PostgresStorage {where} {self.schema}.{self.table}>"
 
+    def check_name(self, name: str) -> None:
+        """A name PostgreSQL can store as a key: no NUL character, at most 2,000 bytes."""
+        if "\x00" in name:
+            raise ConfigError("name", name, "must not contain NUL to be stored in PostgreSQL")
+        if len(name.encode("utf-8", "surrogatepass")) > 2000:
+            raise ConfigError("name", name[:40] + "...", "is over 2,000 bytes (PostgreSQL keys)")
+
     def ddl(self) -> str:
         """The SQL that creates this storage's schema, tables and functions (idempotent)."""
         return _postgres_sql.ddl(self.schema, self.table)
@@ -179,6 +190,13 @@ class PostgresStorage(SharedStorage):
                 "storage", self, "needs asyncpg: pip install 'breaker-machines[postgres]'"
             ) from None
         executor = executor_for_current_loop("breaker-machines-postgres")
+        if not self._owns_pool and not isinstance(executor, DirectExecutor):
+            await executor.aclose()
+            raise ConfigError(
+                "pool",
+                self._pool,
+                "belongs to one asyncio loop: under trio pass dsn= instead",
+            )
         self._executor = executor
         try:
             if self._pool is None:
@@ -269,21 +287,27 @@ class PostgresStorage(SharedStorage):
         version_sql = self._version_sql
         create = self.create
 
+        meta = f"{_postgres_sql.quote(self.schema)}.{_postgres_sql.quote(self.table + '_meta')}"
+
+        async def read_version(connection: Any) -> str | None:
+            if await connection.fetchval("SELECT to_regclass($1)", meta) is None:
+                return None
+            return cast("str | None", await connection.fetchval(version_sql))
+
         async def ensure() -> str | None:
-            async with pool.acquire() as connection:
-                if create:
-                    async with connection.transaction():
-                        # One process at a time: concurrent CREATE ... IF NOT EXISTS race.
-                        await connection.execute(
-                            "SELECT pg_advisory_xact_lock(hashtext($1))", lock_key
-                        )
-                        await connection.execute(ddl)
-                try:
-                    return cast("str | None", await connection.fetchval(version_sql))
-                except Exception:
-                    return None
+            async with pool.acquire() as connection, connection.transaction():
+                # One process at a time; the DDL runs only where the schema is missing, so
+                # a schema another release made is never touched, only refused.
+                await connection.execute("SELECT pg_advisory_xact_lock(hashtext($1))", lock_key)
+                version = await read_version(connection)
+                if version is None and create:
+                    await connection.execute(ddl)
+                    version = await read_version(connection)
+                return version
 
         version = await self._run("schema", ensure)
+        if version is None or version != str(_postgres_sql.SCHEMA_VERSION):
+            self.errors += 1
         if version is None:
             raise StorageError(
                 f"postgres: {self.schema}.{self.table} does not exist and create=False: "

@@ -173,6 +173,12 @@ class SharedStorage(ABC):
     ) -> None:
         """Close it (in the task that opened it)."""
 
+    def check_name(self, name: str) -> None:  # noqa: B027 - a hook with a default
+        """Raise :class:`~breaker_machines.ConfigError` for a name this storage cannot hold.
+
+        Called when a breaker is built on the storage. The default accepts any string.
+        """
+
     @abstractmethod
     async def flush(self, name: str, policy: Policy, batch: Batch) -> SharedRecord:
         """Add ``batch`` (if it is of the stored generation) and read the record back."""
