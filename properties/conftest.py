@@ -2,7 +2,7 @@
 
 * ``dev`` (the default): quick enough to run on every change; keeps the example database
   (``.hypothesis/``) so a failure found once is replayed first next time.
-* ``ci``: many more examples, derandomized (every CI run tests the same examples), no
+* ``ci``: more examples (250), derandomized (every CI run tests the same examples), no
   database, and the reproduction blob printed on failure.
 
 Pick one with ``HYPOTHESIS_PROFILE=dev|ci``; when it is unset, ``CI=true`` (what GitHub
@@ -22,7 +22,7 @@ settings.register_profile(
 )
 settings.register_profile(
     "ci",
-    max_examples=1000,
+    max_examples=250,
     deadline=None,
     derandomize=True,
     database=None,

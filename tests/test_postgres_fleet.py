@@ -250,6 +250,11 @@ def fleet(postgres_dsn: str, postgres_schema: str, redis_url: str, redis_prefix:
     return Fleet(postgres_dsn, postgres_schema, redis_url, redis_prefix)
 
 
+def show(answer: Any) -> str:
+    """A worker's answer (or several), in full, for an assertion's message."""
+    return json.dumps(answer)
+
+
 def failures_in_window(record: SharedRecord) -> int:
     return sum(bucket[1] for bucket in record.failure_buckets)
 
@@ -267,13 +272,13 @@ def test_failures_from_four_processes_add_up_exactly(pool: list[Worker], fleet: 
 
     assert sorted(r["backend"] for r in outcome) == ["asyncio", "asyncio", "trio", "trio"]
     for r in outcome:
-        assert (r["failed"], r["rejected"]) == (2_500, 0), r
-        assert (r["final_state"], r["stored_version"]) == ("closed", 0), r
-        assert r["transitions"] == [], r
+        assert (r["failed"], r["rejected"]) == (2_500, 0), show(r)
+        assert (r["final_state"], r["stored_version"]) == ("closed", 0), show(r)
+        assert r["transitions"] == [], show(r)
         # Every outcome reached PostgreSQL: none dropped, none left behind, none of an old
         # generation, no storage error.
-        assert (r["unflushed"], r["dropped"], r["stale"]) == (0, 0, 0), r
-        assert (r["storage_errors"], r["degraded"]) == (0, False), r
+        assert (r["unflushed"], r["dropped"], r["stale"]) == (0, 0, 0), show(r)
+        assert (r["storage_errors"], r["degraded"]) == (0, False), show(r)
     record = fleet.read_record(policy)
     assert (record.status, record.version, record.missing) == (State.CLOSED, 0, False)
     assert record.consecutive_failures == 10_000
@@ -309,15 +314,16 @@ def test_the_circuit_opens_once_for_the_whole_fleet(pool: list[Worker], fleet: F
 
     assert sorted(r["backend"] for r in outcome) == ["asyncio", "asyncio", "trio", "trio"]
     opens = [t for r in outcome for t in r["transitions"] if t["target"] == "open"]
-    assert [t["won"] for t in opens].count(True) == 1, opens
+    assert [t["won"] for t in opens].count(True) == 1, show(opens)
     for r in outcome:
         # Each process hears of the trip once: as its winner, or adopting it.
-        assert [(t["source"], t["target"]) for t in r["transitions"]] == [("closed", "open")], r
-        assert r["transitions"][0]["version"] == 1, r
-        assert (r["final_state"], r["stored_version"]) == ("open", 1), r
-        assert r["failed"] + r["rejected"] == 2_500, r
-        assert r["rejected"] > 0, r
-        assert (r["storage_errors"], r["degraded"]) == (0, False), r
+        pairs = [(t["source"], t["target"]) for t in r["transitions"]]
+        assert pairs == [("closed", "open")], show(r)
+        assert r["transitions"][0]["version"] == 1, show(r)
+        assert (r["final_state"], r["stored_version"]) == ("open", 1), show(r)
+        assert r["failed"] + r["rejected"] == 2_500, show(r)
+        assert r["rejected"] > 0, show(r)
+        assert (r["storage_errors"], r["degraded"]) == (0, False), show(r)
     winner = next(t for t in opens if t["won"])
     assert winner["reason"] == Reason.CONSECUTIVE_FAILURES.value
     record = fleet.read_record(policy)
@@ -337,12 +343,13 @@ def test_a_trip_no_process_could_decide_alone(pool: list[Worker], fleet: Fleet) 
     outcome = fleet.results(workers)
 
     opens = [t for r in outcome for t in r["transitions"] if t["target"] == "open"]
-    assert [t["won"] for t in opens].count(True) == 1, opens
+    assert [t["won"] for t in opens].count(True) == 1, show(opens)
     for r in outcome:
-        assert [(t["source"], t["target"]) for t in r["transitions"]] == [("closed", "open")], r
-        assert (r["final_state"], r["stored_version"]) == ("open", 1), r
-        assert r["failed"] + r["rejected"] == 40, r
-        assert (r["storage_errors"], r["degraded"]) == (0, False), r
+        pairs = [(t["source"], t["target"]) for t in r["transitions"]]
+        assert pairs == [("closed", "open")], show(r)
+        assert (r["final_state"], r["stored_version"]) == ("open", 1), show(r)
+        assert r["failed"] + r["rejected"] == 40, show(r)
+        assert (r["storage_errors"], r["degraded"]) == (0, False), show(r)
     record = fleet.read_record(policy)
     assert (record.status, record.version, record.trips) == (State.OPEN, 1, 1)
 
@@ -370,7 +377,7 @@ def test_half_open_probes_are_limited_across_the_fleet(pool: list[Worker], fleet
         fleet.release("go", len(workers))
         # Every call is admitted (and now inside the dependency) or rejected: count them
         # while the admitted ones still hold their permits.
-        attempts = []
+        attempts: list[str] = []
         for _ in workers:
             popped = client.blpop([fleet.keys["attempted"]], timeout=LIMIT)
             assert popped is not None, f"only {len(attempts)} of {len(workers)} calls resolved"
@@ -381,10 +388,10 @@ def test_half_open_probes_are_limited_across_the_fleet(pool: list[Worker], fleet
     outcome = fleet.results(workers)
 
     assert sorted(r["backend"] for r in outcome) == ["asyncio"] * 4 + ["trio"] * 4
-    assert all(r["initial_state"] == "half_open" for r in outcome), outcome
+    assert all(r["initial_state"] == "half_open" for r in outcome), show(outcome)
     assert 1 <= reached <= 2, (reached, attempts)
     assert permits == reached, (permits, reached)
     assert attempts.count("admitted") == reached
     assert sum(r["admitted"] for r in outcome) == reached
     assert all(r["released"] for r in outcome if r["admitted"])
-    assert all(r["storage_errors"] == 0 for r in outcome), outcome
+    assert all(r["storage_errors"] == 0 for r in outcome), show(outcome)
