@@ -19,6 +19,12 @@ def redacted(url: str) -> str:
     except ValueError:
         return "<unparseable URL>"
     netloc = parts.netloc
+    secret_query = any(
+        key.lower() in _SECRET_PARAMETERS
+        for key, _ in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    )
+    if password is None and not secret_query:
+        return url  # as given (urlunsplit would drop the // of an empty host)
     if password is not None:
         user, _, host = netloc.rpartition("@")
         name, _, _ = user.partition(":")

@@ -100,7 +100,8 @@ class PostgresStorage(SharedStorage):
         max_connections: int = 10,
     ) -> None:
         if (dsn is None) == (pool is None):
-            raise ConfigError("dsn", dsn, "give either dsn= or pool=, not both or neither")
+            shown = redacted(dsn) if isinstance(dsn, str) else dsn
+            raise ConfigError("dsn", shown, "give either dsn= or pool=, not both or neither")
         if dsn is not None:
             check_url("dsn", dsn, _SCHEMES, "postgresql://user@host/db", require_host=False)
         if pool is not None:
@@ -283,7 +284,7 @@ class PostgresStorage(SharedStorage):
             return
         pool = self._pool
         ddl = self.ddl()
-        lock_key = f"breaker_machines:{self.schema}.{self.table}"
+        lock_key = f"breaker_machines:{self.schema}"  # CREATE SCHEMA races across tables too
         version_sql = self._version_sql
         create = self.create
 
@@ -467,7 +468,11 @@ class PostgresStorage(SharedStorage):
         """On the driver's loop: a dedicated connection listening on the channel."""
         connection = await self._pool.acquire()
         inbox = _Inbox(self._pool, connection, self.channel)
-        await connection.add_listener(self.channel, inbox.receive)
+        try:
+            await connection.add_listener(self.channel, inbox.receive)
+        except BaseException:
+            await inbox.close()  # give the connection back, or each failure leaks one
+            raise
         return inbox
 
     def _deliver(self, payload: str) -> None:

@@ -92,7 +92,8 @@ class RedisStorage(SharedStorage):
         max_connections: int = 16,
     ) -> None:
         if (url is None) == (client is None):
-            raise ConfigError("url", url, "give either url= or client=, not both or neither")
+            shown = redacted(url) if isinstance(url, str) else url
+            raise ConfigError("url", shown, "give either url= or client=, not both or neither")
         if url is not None:
             check_url("url", url, _SCHEMES, "redis://host:6379/0")
         if client is not None:
