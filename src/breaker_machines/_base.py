@@ -689,6 +689,7 @@ class BreakerBase:
         replica = self._replica
         if replica is not None and self._state.version != version:
             replica.force = True
+            replica.controls += 1
 
     def force_open(self) -> None:
         """Hold the circuit open (rejecting every call) until ``force_close()``/``reset()``."""

@@ -80,6 +80,7 @@ class Replica:
         "batch",
         "batch_version",
         "breaker",
+        "controls",
         "degraded",
         "dropped",
         "errors",
@@ -121,6 +122,7 @@ class Replica:
         self.tokens: dict[int, str] = {}  # local probe id -> fleet permit token
         self.proposed: list[Transition] = []  # decided here, not yet written
         self.force = False
+        self.controls = 0  # operator controls made so far (each must be written)
         self.flush_due: float | None = None
         self.refresh_due = -math.inf
         self.retry_at = -math.inf
@@ -332,6 +334,7 @@ class Replica:
         # An earlier attempt at this very write may have landed with its answer lost (a
         # timeout, a cancelled runner): then the stored record is ours, not a rival's.
         retry = self.uncertain == version
+        controls = self.controls
         try:
             won, record = await self.storage.propose(
                 breaker.name, expected, proposal, force=force and not retry
@@ -346,21 +349,28 @@ class Replica:
         self.uncertain = None
         if self.synced_state is not base:
             return  # a newer record was adopted while this one was on its way
-        self.force = False
+        # An operator's control made meanwhile must still be written (forced): never
+        # let this answer replace it.
+        controlled = self.controls != controls
+        if not controlled:
+            self.force = False
         if not won and self._ours(record, expected, state.status):
             won = True
         if not won:
+            if controlled:
+                return
             if record.missing or record.version < expected:
                 self.force = True  # the storage lost the record: write ours back
                 return
             self.adopt(record, won=False)
             return
-        if record.version != version:  # forced past a newer stored version: ours now
+        if record.version != version and not controlled:  # forced past a newer version
             self.adopt(record, won=True)
             return
         written = [t for t in self.proposed if t.version <= state.version]
         self.proposed = [t for t in self.proposed if t.version > state.version]
-        announced = [replace(t, version=self._stored_version(t.version)) for t in written]
+        shift = record.version - version  # a forced write may land above its proposal
+        announced = [replace(t, version=self._stored_version(t.version) + shift) for t in written]
         self.stored = record.version
         self.synced_state = state
         self.refresh_due = breaker._clock() + self.storage.refresh_interval
