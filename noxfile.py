@@ -59,7 +59,16 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check."""
     session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
-    paths = ["src", "tests", "properties", "benchmarks", "scripts", "examples", "noxfile.py"]
+    paths = [
+        "src",
+        "tests",
+        "properties",
+        "benchmarks",
+        "scripts",
+        "examples",
+        "noxfile.py",
+        "conftest.py",
+    ]
     session.run("ruff", "check", *paths)
     session.run("ruff", "format", "--check", *paths)
 
