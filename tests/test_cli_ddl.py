@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from breaker_machines.__main__ import main
+from breaker_machines.storage._postgres_sql import SCHEMA_VERSION
 
 
 def test_ddl_applies_to_a_fresh_schema_and_creates_every_object(
@@ -30,7 +31,7 @@ def test_ddl_applies_to_a_fresh_schema_and_creates_every_object(
                 f'SELECT value FROM "{postgres_schema}".circuits_meta '
                 "WHERE key = 'schema_version'"
             )
-            assert version == "1"
+            assert version == str(SCHEMA_VERSION)
             return {row["table_name"] for row in rows}
         finally:
             await connection.close()

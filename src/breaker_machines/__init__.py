@@ -6,11 +6,12 @@ drive it; storage keeps the state (memory by default; Redis shares a breaker bet
 processes: :mod:`breaker_machines.storage`).
 """
 
+from ._base import DegradedMode
 from ._core.errors import ConfigError, InvalidEvent
 from ._core.policy import Policy
 from ._core.status import Outcome, Reason, State
 from .breaker import Breaker, Guard, running
-from .callbacks import Rejection, Transition
+from .callbacks import Rejection, StorageEvent, Transition
 from .errors import (
     BreakerError,
     BulkheadFullError,
@@ -33,6 +34,7 @@ __all__ = [
     "CircuitOpenError",
     "CircuitTimeoutError",
     "ConfigError",
+    "DegradedMode",
     "FailedResultError",
     "Guard",
     "InvalidEvent",
@@ -43,6 +45,7 @@ __all__ = [
     "Rejection",
     "State",
     "StorageError",
+    "StorageEvent",
     "ThreadedBreaker",
     "ThreadedGuard",
     "Transition",

@@ -31,15 +31,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "ddl":
         from ._core.errors import ConfigError
-        from .storage import _postgres_sql
-        from .storage.postgres import check_identifier
+        from .storage.postgres import PostgresStorage
 
-        try:
-            schema = check_identifier("schema", args.schema)
-            table = check_identifier("table", args.table)
+        try:  # the storage's own checks: what it would refuse, the command refuses
+            storage = PostgresStorage(
+                "postgresql://localhost", schema=args.schema, table=args.table
+            )
         except ConfigError as error:
-            parser.error(str(error))
-        sys.stdout.write(_postgres_sql.ddl(schema, table))
+            parser.error(f"--{error.field}: {error}")
+        sys.stdout.write(storage.ddl())
         return 0
     if args.command == "demo":
         if not 1.0 <= args.seconds <= 600.0:

@@ -14,7 +14,7 @@ import random as _random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, Literal, cast
 
 from ._core.errors import ConfigError
 from ._core.policy import Policy
@@ -40,7 +40,17 @@ from ._core.shortcuts import add_failures, failures_until_trip, inert_success
 from ._core.status import Outcome, State
 from ._core.transitions import step
 from ._core.window import totals_at
-from .callbacks import Rejection, Transition, _Handler, handlers, logger
+from .callbacks import (
+    Rejection,
+    StorageEvent,
+    Transition,
+    _Handler,
+    accepts,
+    check_function,
+    handlers,
+    logger,
+    refuse_non_functions,
+)
 from .errors import CircuitOpenError
 from .stats import BreakerStats
 from .storage.memory import MemoryStorage
@@ -49,10 +59,15 @@ from .storage.shared import SharedStorage
 if TYPE_CHECKING:
     from ._replica import Replica
 
-__all__ = ["NO_FALLBACK", "BreakerBase", "ExceptionRule"]
+__all__ = ["NO_FALLBACK", "BreakerBase", "DegradedMode", "ExceptionRule"]
 
 NO_FALLBACK: Final[Any] = object()
 _DEFAULT_CONSECUTIVE_FAILURES: Final = 5
+DegradedMode = Literal["local", "reject", "admit"]
+"""How a breaker on shared storage admits calls while that storage is unreachable:
+``"local"`` decides from its local replica (the default), ``"reject"`` rejects every call
+(fail closed), ``"admit"`` admits every call (fail open)."""
+_DEGRADED_MODES: Final = ("local", "reject", "admit")
 _MAX_PENDING_CALLBACKS: Final = 1000
 _MAX_REMEMBERED_TYPES: Final = 64
 
@@ -70,20 +85,43 @@ def _rules(field: str, value: object) -> tuple[tuple[type[BaseException], ...], 
     """Split ``record=``/``ignore=`` into exception types and predicates."""
     items: list[object] = (
         list(value)  # pyright: ignore[reportUnknownArgumentType]
-        if isinstance(value, (list, tuple))
+        if isinstance(value, (list, tuple, set, frozenset))
         else [value]
     )
     types: list[type[BaseException]] = []
     predicates: list[Any] = []
     for entry in items:
         item: Any = entry
-        if isinstance(item, type) and issubclass(item, BaseException):
+        if isinstance(item, type):
+            if not issubclass(item, BaseException):
+                raise ConfigError(field, entry, "is a class but not an exception class")
+            if field == "record" and not (
+                issubclass(item, Exception) or issubclass(Exception, item)
+            ):
+                raise ConfigError(
+                    field,
+                    item,
+                    "is never recorded: an exception that is not an Exception (a "
+                    "cancellation, KeyboardInterrupt, SystemExit) always counts as cancelled",
+                )
             types.append(item)
         elif callable(item):  # pyright: ignore[reportUnknownArgumentType]
+            check_function(field, item, arguments=1, what="a predicate on the exception")
             predicates.append(item)
         else:
-            raise ConfigError(field, item, "must be an exception type or a predicate")
+            refuse_non_functions(field, item)
+            raise ConfigError(
+                field, item, "must be an exception type, a predicate, or a list of them"
+            )
     return tuple(types), tuple(predicates)
+
+
+def _finite(value: float) -> bool:
+    """A number that converts to a finite float (an int may be too large to)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _seconds(field: str, value: object) -> float | None:
@@ -91,9 +129,20 @@ def _seconds(field: str, value: object) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(field, value, "must be a number of seconds")
-    if not 0.0 < value < math.inf:
+    if not (_finite(value) and value > 0.0):
         raise ConfigError(field, value, "must be a finite number of seconds > 0")
     return float(value)
+
+
+# Policy fields with a default other than None: given beside policy=, they would be ignored.
+_POLICY_DEFAULTS: Final[dict[str, object]] = {
+    "minimum_calls": 10,
+    "reset_after": 30.0,
+    "backoff": 1.0,
+    "jitter": 0.0,
+    "half_open_probes": 1,
+    "success_threshold": 1,
+}
 
 
 class BreakerBase:
@@ -108,6 +157,7 @@ class BreakerBase:
         "_cancelled",
         "_classify_predicates",
         "_clock",
+        "_degraded_mode",
         "_failure_if",
         "_failures",
         "_fallbacks",
@@ -120,11 +170,14 @@ class BreakerBase:
         "_jitter",
         "_max_concurrent",
         "_on_close",
+        "_on_degraded",
         "_on_half_open",
         "_on_open",
         "_on_reject",
+        "_on_resynced",
         "_on_transition",
         "_outcomes_by_type",
+        "_override",
         "_pending",
         "_quiet",
         "_random",
@@ -186,6 +239,9 @@ class BreakerBase:
         on_half_open: Any = None,
         on_reject: Any = None,
         on_transition: Any = None,
+        degraded_mode: DegradedMode = "local",
+        on_degraded: Any = None,
+        on_resynced: Any = None,
         policy: Policy | None = None,
     ) -> None:
         if not isinstance(name, str):
@@ -236,6 +292,18 @@ class BreakerBase:
             for field, value in given.items():
                 if value is not None:
                     raise ConfigError(field, value, "give it in the Policy, not beside policy=")
+            beside = {
+                "minimum_calls": minimum_calls,
+                "reset_after": reset_after,
+                "backoff": backoff,
+                "jitter": jitter,
+                "half_open_probes": half_open_probes,
+                "success_threshold": success_threshold,
+            }
+            for field, value in beside.items():
+                default = _POLICY_DEFAULTS[field]
+                if type(value) is not type(default) or value != default:
+                    raise ConfigError(field, value, "give it in the Policy, not beside policy=")
         self.policy = policy
         self._jitter = policy.jitter > 0.0
         self._timed = policy.slow_call_duration is not None
@@ -245,9 +313,13 @@ class BreakerBase:
         self._classify_predicates = bool(self._record_predicates or self._ignore_predicates)
         # With type rules only, an exception's class decides its outcome: remember it.
         self._outcomes_by_type: dict[type[BaseException], Outcome] = {}
-        self._ignored_counts_as_success = bool(ignored_counts_as_success)
-        if failure_if is not None and not callable(failure_if):
-            raise ConfigError("failure_if", failure_if, "must be a predicate on the result")
+        if not isinstance(ignored_counts_as_success, bool):
+            raise ConfigError(
+                "ignored_counts_as_success", ignored_counts_as_success, "must be True or False"
+            )
+        self._ignored_counts_as_success = ignored_counts_as_success
+        if failure_if is not None:
+            check_function("failure_if", failure_if, arguments=1, what="a predicate on the result")
         self._failure_if = failure_if
         chain: tuple[Any, ...]
         if isinstance(fallback, list):
@@ -258,6 +330,12 @@ class BreakerBase:
                 )
         else:
             chain = () if fallback is NO_FALLBACK else (fallback,)
+        for candidate in chain:
+            refuse_non_functions("fallback", candidate)
+            if callable(candidate) and not accepts(candidate, 1):
+                raise ConfigError(
+                    "fallback", candidate, "must accept one argument (the error it answers)"
+                )
         self._fallbacks: tuple[Any, ...] = chain
 
         if max_concurrent is not None and (
@@ -270,9 +348,13 @@ class BreakerBase:
         if (
             isinstance(bulkhead_wait, bool)
             or not isinstance(bulkhead_wait, (int, float))
-            or not 0.0 <= bulkhead_wait < math.inf
+            or not (_finite(bulkhead_wait) and bulkhead_wait >= 0.0)
         ):
             raise ConfigError("bulkhead_wait", bulkhead_wait, "must be a finite number >= 0")
+        if bulkhead_wait > 0.0 and max_concurrent is None:
+            raise ConfigError(
+                "bulkhead_wait", bulkhead_wait, "needs max_concurrent (there is no bulkhead)"
+            )
         self._bulkhead_wait = float(bulkhead_wait)
 
         if storage is None:
@@ -286,11 +368,13 @@ class BreakerBase:
         self._tally: list[str] | None = None
         self._tally_gen = 0
         self._tally_cap = 0
-        if clock is not None and not callable(clock):
-            raise ConfigError("clock", clock, "must be a callable returning seconds")
+        if clock is not None:
+            check_function("clock", clock, arguments=0, what="a callable returning seconds")
         self._clock: Callable[[], float] = clock if clock is not None else time.monotonic
-        if random is not None and not callable(random):
-            raise ConfigError("random", random, "must be a callable returning a float in [0, 1)")
+        if random is not None:
+            check_function(
+                "random", random, arguments=0, what="a callable returning a float in [0, 1)"
+            )
         self._random: Callable[[], float] = random if random is not None else _random.random
 
         self._on_open = handlers("on_open", on_open)
@@ -298,6 +382,16 @@ class BreakerBase:
         self._on_half_open = handlers("on_half_open", on_half_open)
         self._on_reject = handlers("on_reject", on_reject)
         self._on_transition = handlers("on_transition", on_transition)
+        self._on_degraded = handlers("on_degraded", on_degraded)
+        self._on_resynced = handlers("on_resynced", on_resynced)
+        if degraded_mode not in _DEGRADED_MODES:
+            raise ConfigError(
+                "degraded_mode", degraded_mode, "must be 'local', 'reject' or 'admit'"
+            )
+        self._degraded_mode: DegradedMode = degraded_mode
+        # While shared storage is down with degraded_mode 'reject' or 'admit': that mode
+        # decides every admission (None: the circuit decides).
+        self._override: DegradedMode | None = None
         self._pending: deque[tuple[str, Callable[[], Awaitable[Any]]]] = deque()
 
         self._successes = self._failures = self._timeouts = 0
@@ -322,7 +416,7 @@ class BreakerBase:
         self._state = state
         self._version = state.version
         status = state.status
-        self._free = status is State.CLOSED or status is State.DISABLED
+        self._free = (status is State.CLOSED or status is State.DISABLED) and not self._override
         quiet = inert_success(self.policy, state)
         self._quiet = quiet
         # With shared storage every outcome goes into the batch: no guard shortcut.
@@ -595,6 +689,17 @@ class BreakerBase:
     def _wake_runner(self) -> None:
         """Runtimes with a runner override this to wake it up."""
 
+    def _storage_changed(self, event: StorageEvent) -> None:
+        """The replica's storage failed or answered again: switch the override, tell."""
+        if self._degraded_mode != "local":
+            if self._room != self._room_full:
+                self._fold()
+            self._override = self._degraded_mode if event.degraded else None
+            self._install(self._state)  # re-derives the admission shortcut
+        chosen = self._on_degraded if event.degraded else self._on_resynced
+        if chosen:
+            self._fire(chosen, event)
+
     def _callback_failed(self, name: str) -> None:
         self._callback_errors += 1
         logger.exception(
@@ -667,9 +772,11 @@ class BreakerBase:
             return {}
         return {
             "degraded": replica.degraded,
-            "unflushed": len(replica.batch),
+            "unflushed": len(replica.batch) + (len(replica.pending[1]) if replica.pending else 0),
             "stale": replica.stale,
             "dropped": replica.dropped,
+            "delivered": replica.delivered,
+            "corrupt_records": replica.corrupt,
             "storage_errors": replica.errors,
         }
 

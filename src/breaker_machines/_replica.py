@@ -34,8 +34,16 @@ from ._core.errors import ConfigError, InvalidEvent
 from ._core.records import EMPTY_WINDOW, BreakerState, RemoteObserved, Synced, Window
 from ._core.status import Outcome, Reason, State
 from ._core.transitions import step
-from .callbacks import Transition
-from .storage.shared import Batch, Bucket, Proposal, SharedRecord, SharedStorage, StorageError
+from .callbacks import StorageEvent, Transition
+from .storage.shared import (
+    Batch,
+    Bucket,
+    CorruptRecordError,
+    Proposal,
+    SharedRecord,
+    SharedStorage,
+    StorageError,
+)
 
 if TYPE_CHECKING:
     from ._base import BreakerBase
@@ -81,19 +89,26 @@ class Replica:
         "batch_version",
         "breaker",
         "controls",
+        "corrupt",
         "degraded",
+        "degraded_since",
+        "delivered",
         "dropped",
         "errors",
         "flush_due",
         "force",
+        "horizon",
         "lock",
+        "marks",
         "origin",
+        "pending",
         "proposed",
         "refresh_due",
         "released",
         "reserved",
         "retry_at",
         "retry_delay",
+        "seq",
         "stale",
         "storage",
         "stored",
@@ -130,7 +145,20 @@ class Replica:
         self.degraded = False
         self.errors = 0
         self.stale = 0  # outcomes of a generation that ended before they were flushed
-        self.dropped = 0  # outcomes beyond the batch bound while storage was unreachable
+        self.dropped = 0  # outcomes beyond the batch bound, or past the window, while down
+        self.corrupt = 0  # stored records that failed validation (and were replaced)
+        self.delivered = 0  # outcomes the storage acknowledged (counted in the fleet's record)
+        self.degraded_since: float | None = None
+        # Flushes are numbered; one whose answer was lost is resent as it was (same seq),
+        # so the storage applies it once: (local generation, outcomes, seq, cut at).
+        self.seq = 0
+        self.pending: tuple[int, str, int, float] | None = None
+        # While storage is down: (n, t) says the first n outcomes of the batch were
+        # counted at or before t; outcomes older than the policy's longest time window
+        # (horizon) are dropped, not delivered late into a window they no longer belong to.
+        self.marks: list[tuple[int, float]] = []
+        policy = breaker.policy
+        self.horizon = max(policy.within or 0.0, policy.window or 0.0) or math.inf
         self.lock: anyio.Lock | None = None
         breaker._tally = self.batch
         breaker._tally_gen = self.batch_version
@@ -166,17 +194,17 @@ class Replica:
                 letter = letter.upper()
         batch = self.batch
         if generation != self.batch_version:
-            if batch:
-                if generation < self.batch_version:
-                    self.stale += 1
-                    return
-                self.stale += len(batch)
-                batch.clear()
+            if generation < self.batch_version:
+                self.stale += 1  # admitted before a transition this batch already follows
+                return
+            self.stale += len(batch)
+            batch.clear()
+            self.marks.clear()
             self.batch_version = generation
             breaker._tally_gen = generation
         if len(batch) >= _MAX_BATCH:
-            self.dropped += 1
-            return
+            # Storage has been down a while: the oldest tenth goes (counted), the newest stay.
+            self._discard(_MAX_BATCH // 10)
         batch.append(letter)
         if len(batch) == 1:
             self.flush_due = breaker._clock() + self.storage.flush_interval
@@ -213,20 +241,47 @@ class Replica:
             self.lock = anyio.Lock()
         async with self.lock:
             try:
-                await self._service()
+                try:
+                    await self._service()
+                except CorruptRecordError as error:
+                    self._corrupt(error)
+                    await self._service()  # writes this breaker's state over it
             except StorageError as error:
                 self._failed(error)
                 if raise_errors:
                     raise
             else:
                 if self.degraded:
-                    self.degraded = False
-                    logger.info(
-                        "breaker %r: shared storage answers again",
-                        self.breaker.name,
-                        extra={"breaker": self.breaker.name},
-                    )
+                    self._recovered()
                 self.retry_delay = _FIRST_RETRY
+
+    def _corrupt(self, error: CorruptRecordError) -> None:
+        """A stored record failed validation: report it, and replace it (forced write)."""
+        self.corrupt += 1
+        self.force = True
+        logger.error(
+            "breaker %r: %s; replacing it with this process's state",
+            self.breaker.name,
+            error,
+            extra={"breaker": self.breaker.name},
+        )
+
+    def _recovered(self) -> None:
+        breaker = self.breaker
+        now = breaker._clock()
+        since = self.degraded_since
+        downtime = 0.0 if since is None else max(0.0, now - since)
+        self.degraded = False
+        self.degraded_since = None
+        logger.info(
+            "breaker %r: shared storage answers again after %.3fs; resynchronised",
+            breaker.name,
+            downtime,
+            extra={"breaker": breaker.name, "downtime": downtime},
+        )
+        breaker._storage_changed(
+            StorageEvent(breaker.name, False, None, now, downtime, self.dropped, self.stale)
+        )
 
     async def _service(self) -> None:
         breaker = self.breaker
@@ -249,14 +304,21 @@ class Replica:
 
     def _failed(self, error: StorageError) -> None:
         breaker = self.breaker
+        now = breaker._clock()
         self.errors += 1
+        self._mark(now)
         if not self.degraded:
             self.degraded = True
+            self.degraded_since = now
             logger.warning(
-                "breaker %r: shared storage failed (%s); deciding from the local replica",
+                "breaker %r: shared storage failed (%s); degraded mode %r",
                 breaker.name,
                 error,
-                extra={"breaker": breaker.name},
+                breaker._degraded_mode,
+                extra={"breaker": breaker.name, "degraded_mode": breaker._degraded_mode},
+            )
+            breaker._storage_changed(
+                StorageEvent(breaker.name, True, str(error), now, None, self.dropped, self.stale)
             )
         delay = self.retry_delay
         self.retry_at = breaker._clock() + delay * (0.5 + breaker._random())
@@ -264,46 +326,109 @@ class Replica:
 
     async def _flush(self) -> None:
         breaker = self.breaker
-        batch = self.batch
-        outcomes = ""
-        version = self.synced_state.version
-        size = self.storage.flush_size
-        if batch and self.batch_version == version:
-            outcomes = "".join(batch[:size])  # at most flush_size per round trip
-        elif batch:
-            self.stale += len(batch)
-        released = tuple(self.released)
-        rest = len(batch) > size and bool(outcomes)
-        if rest:
-            del batch[:size]  # in place: the breaker's guards append to this very list
+        now = breaker._clock()
+        self._expire(now)
+        generation = self.synced_state.version
+        pending = self.pending
+        if pending is not None:  # resent as it was: the storage applies a seq once
+            generation, outcomes, seq, cut_at = pending
+            if generation != self.synced_state.version:
+                self.stale += len(outcomes)  # its generation ended while it waited
+                outcomes = ""
         else:
-            batch.clear()
+            batch = self.batch
+            size = self.storage.flush_size
+            outcomes = ""
+            if batch and self.batch_version == generation:
+                outcomes = "".join(batch[:size])  # at most flush_size per round trip
+            elif batch:
+                self.stale += len(batch)
+            self._discard(len(outcomes) if outcomes else len(batch), counted=False)
+            self.seq += 1
+            seq = self.seq
+            cut_at = now
+        # Until acknowledged the outcomes stay pending (and in stats().unflushed).
+        self.pending = (generation, outcomes, seq, cut_at) if outcomes else None
+        released = tuple(self.released)
         self.released = []
         self.flush_due = None
         base = self.synced_state
+        sent = self.stored
+        batch_record = Batch(sent, outcomes, released, self.origin, seq)
         try:
-            record = await self.storage.flush(
-                breaker.name, breaker.policy, Batch(self.stored, outcomes, released)
-            )
+            record = await self.storage.flush(breaker.name, breaker.policy, batch_record)
         except BaseException:
-            # Not delivered: put it back in front of what came meanwhile (bounded).
-            if outcomes and self.batch_version == version:
-                room = max(0, _MAX_BATCH - len(self.batch))
-                kept = list(outcomes[:room])
-                self.dropped += len(outcomes) - len(kept)
-                self.batch[:0] = kept
+            # Not acknowledged (maybe applied, its answer lost): resent as it is.
             self.released[:0] = released
-            if self.batch or self.released:
+            if self.pending or self.batch or self.released:
                 self.flush_due = breaker._clock() + self.storage.flush_interval
             raise
+        self.pending = None
         self.refresh_due = breaker._clock() + self.storage.refresh_interval
-        if rest:
+        if self.batch:
             self.flush_due = -math.inf  # the rest of a batch larger than flush_size
+        if outcomes:
+            if (record.missing or record.version < sent) and (
+                self.stored > 0 or breaker._state.version > 0
+            ):
+                # The storage lost the record (restarted empty, expired): absorb() has it
+                # written back, then these outcomes go to it.
+                self.pending = (generation, outcomes, seq, cut_at)
+                self.flush_due = -math.inf
+            elif record.version == sent and not record.missing:
+                self.delivered += len(outcomes)
+            else:
+                self.stale += len(outcomes)  # the stored generation moved on: not counted
         if self.synced_state is not base and record.version < self.stored:
             return  # a newer record was adopted while this one was on its way: old news
-        if outcomes and (record.version != self.stored or record.missing):
-            self.stale += len(outcomes)  # the stored generation moved on: not counted
         self.absorb(record)
+
+    def _discard(self, count: int, *, counted: bool = True) -> None:
+        """Remove the oldest ``count`` outcomes of the batch (``counted``: as dropped)."""
+        if count <= 0:
+            return
+        del self.batch[:count]  # in place: the breaker's guards append to this very list
+        if counted:
+            self.dropped += count
+        marks = self.marks
+        if marks:
+            self.marks = [(n - count, t) for n, t in marks if n > count]
+
+    def _mark(self, now: float) -> None:
+        """Remember how many outcomes the batch holds now (storage is down)."""
+        if self.horizon == math.inf:
+            return
+        size = len(self.batch)
+        marks = self.marks
+        if size and (not marks or marks[-1][0] != size):
+            marks.append((size, now))
+            if len(marks) > 64:
+                del marks[1::2]  # coarser, never wrong: a mark only ever drops what it covers
+
+    def _expire(self, now: float) -> None:
+        """Drop what storage was down for longer than the longest time window."""
+        oldest = now - self.horizon
+        before = self.dropped
+        pending = self.pending
+        if pending is not None and pending[3] < oldest:
+            self.pending = None
+            self.dropped += len(pending[1])
+        marks = self.marks
+        if marks and marks[0][1] < oldest:
+            covered = 0
+            for n, t in marks:
+                if t >= oldest:
+                    break
+                covered = n
+            self._discard(covered)
+        if self.dropped != before:
+            logger.warning(
+                "breaker %r: dropped %d outcomes counted longer ago than the window (%.0fs)",
+                self.breaker.name,
+                self.dropped - before,
+                self.horizon,
+                extra={"breaker": self.breaker.name, "dropped": self.dropped - before},
+            )
 
     def unwritten(self) -> bool:
         """Has the core decided a transition here that is not stored yet?"""
@@ -405,8 +530,14 @@ class Replica:
         # in the batch): the local view never goes back.
         consecutive = record.consecutive_failures
         calls = failures = slow = 0
-        if self.batch_version == self.synced_state.version:
-            for letter in self.batch:
+        local = self.synced_state.version
+        unflushed: list[str] = []
+        if self.pending is not None and self.pending[0] == local:
+            unflushed.extend(self.pending[1])
+        if self.batch_version == local:
+            unflushed.extend(self.batch)
+        if unflushed:
+            for letter in unflushed:
                 calls += 1
                 if letter in "fF":
                     failures += 1
@@ -449,6 +580,11 @@ class Replica:
         except StorageError as error:
             logger.warning("breaker %r: %s", self.breaker.name, error)
 
+    def missed(self) -> None:
+        """Published transitions may have been missed (the listener reconnected): refresh."""
+        self.refresh_due = -math.inf
+        self.breaker._wake_runner()
+
     def adopt(self, record: SharedRecord, *, won: bool) -> None:
         """Replace the local state by the stored one: a new local generation."""
         breaker = self.breaker
@@ -467,6 +603,7 @@ class Replica:
         new = result.state
         self.stale += len(self.batch)
         self.batch.clear()
+        self.marks.clear()  # (a pending flush of the old generation counts itself stale)
         self.tokens.clear()
         self.reserved = None
         self.proposed.clear()
@@ -536,6 +673,8 @@ class Replica:
                 breaker.name, self.stored, policy.half_open_probes, policy.probe_lease, token
             )
         except StorageError as error:
+            if isinstance(error, CorruptRecordError):
+                self._corrupt(error)
             self._failed(error)
             return True  # storage unreachable: the local permit stands
         if won:

@@ -22,7 +22,7 @@ import anyio.abc
 from ._base import BreakerBase
 from ._core.shortcuts import rejection_delay
 from ._core.status import Outcome, State
-from .callbacks import Rejection
+from .callbacks import Rejection, refuse_non_functions
 from .errors import (
     BreakerError,
     BulkheadFullError,
@@ -75,7 +75,7 @@ class Guard:
             self._gen = b._version
             self._probe = None
             return self
-        if b._quick_reject:
+        if b._quick_reject and b._override is None:
             delay = rejection_delay(b._state, b._clock())
             if delay is not None:  # the core would only reject: skip building an event
                 b._rejections += 1
@@ -105,7 +105,7 @@ class Guard:
         """Shared storage: a half-open probe needs one of the fleet's permits too."""
         b = self._b
         status = b._state.status
-        if status is not _HALF_OPEN and status is not _OPEN:
+        if (status is not _HALF_OPEN and status is not _OPEN) or b._override is not None:
             if b._bulkhead_wait <= 0.0 or b._limiter is None:
                 return self.__enter__()
             return await self._enter_waiting()
@@ -186,6 +186,8 @@ class Guard:
         if b._free:
             self._gen = b._version
             self._probe = None
+        elif b._override is not None:
+            self._overridden(now)
         else:
             admitted = b._admit(now)
             self._gen = admitted.generation
@@ -199,6 +201,24 @@ class Guard:
             ):
                 # The runner reserves a permit for the next sync caller: retry right away.
                 self._refuse_probe(admitted.generation, admitted.probe, 0.0)
+
+    def _overridden(self, now: float) -> None:
+        """Shared storage is down and ``degraded_mode`` decides: reject, or admit all."""
+        b = self._b
+        status = b._state.status
+        if b._override == "reject":
+            b._rejections += 1
+            replica = b._replica
+            retry_after = None if replica is None else max(0.0, replica.retry_at - now)
+            if b._on_reject:
+                b._fire(b._on_reject, Rejection(b.name, status, retry_after))
+            raise CircuitOpenError(b.name, retry_after, status)
+        if status is State.FORCED_OPEN:  # an operator's hold is never overridden
+            b._admit(now)  # raises CircuitOpenError
+        # Admitted whatever the circuit says. Outside CLOSED its outcome is of the last
+        # generation: the core and the fleet ignore it (counted as stale, not as a probe).
+        self._probe = None
+        self._gen = b._version if status is State.CLOSED else max(b._version - 1, 0)
 
     def _refuse_bulkhead(self) -> NoReturn:
         b = self._b
@@ -385,6 +405,7 @@ class Breaker(BreakerBase):
 
     def __call__(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
         """Decorate an async function so every call goes through :meth:`call`."""
+        refuse_non_functions("fn", fn)
         if not callable(fn):
             raise ConfigError("fn", fn, "must be an async function")
         if self._fallbacks or self._failure_if is not None or self._async_enter:
@@ -442,11 +463,13 @@ class Breaker(BreakerBase):
         self._runner_active = True
         replica = self._replica
         stop_watching: Callable[[], None] | None = None
+        stop_gap: Callable[[], None] | None = None
         try:
             async with anyio.create_task_group() as tg:
                 self._kick = anyio.Event()
                 if replica is not None:
                     stop_watching = replica.storage.watch(self.name, replica.observe)
+                    stop_gap = replica.storage.on_gap(replica.missed)
                     await replica.service()  # adopt the stored state before reporting ready
                 task_status.started()
                 while True:
@@ -472,6 +495,8 @@ class Breaker(BreakerBase):
             self._runner_active = False
             if stop_watching is not None:
                 stop_watching()
+            if stop_gap is not None:
+                stop_gap()
             if replica is not None:
                 # Deliver what is still batched, within the storage's timeout.
                 with anyio.CancelScope(shield=True), anyio.move_on_after(replica.storage.timeout):
@@ -509,6 +534,9 @@ async def running(*breakers: Breaker) -> AsyncGenerator[None, None]:
     ``async with running(a, b): ...`` starts one runner per breaker in a task group of its
     own and cancels them when the block exits.
     """
+    for breaker in breakers:
+        if not isinstance(breaker, Breaker):
+            raise ConfigError("breakers", breaker, "must be anyio Breakers (they have runners)")
     async with anyio.create_task_group() as tg:
         for breaker in breakers:
             await tg.start(breaker.run)

@@ -11,7 +11,7 @@ from typing import Any
 from ._core.errors import ConfigError
 from ._core.status import Reason, State
 
-__all__ = ["Callback", "Rejection", "Transition"]
+__all__ = ["Callback", "Rejection", "StorageEvent", "Transition"]
 
 logger = logging.getLogger("breaker_machines")
 
@@ -43,6 +43,26 @@ class Rejection:
     retry_after: float | None
 
 
+@dataclass(frozen=True, slots=True)
+class StorageEvent:
+    """Passed to ``on_degraded`` and ``on_resynced`` (shared storage only).
+
+    ``degraded`` is True when the breaker's storage just failed (``error`` says how) and
+    it starts deciding in its ``degraded_mode``; False when the storage answered again and
+    the breaker exchanged its state with it (``downtime``: seconds it was degraded).
+    ``dropped`` and ``stale`` are the breaker's totals so far of outcomes that were not
+    delivered (see :class:`~breaker_machines.BreakerStats`). ``at`` is the breaker's clock.
+    """
+
+    breaker: str
+    degraded: bool
+    error: str | None
+    at: float
+    downtime: float | None
+    dropped: int
+    stale: int
+
+
 Callback = Callable[[], Any] | Callable[[Any], Any]
 """A callback: sync or async, taking no argument or the event record."""
 
@@ -53,31 +73,75 @@ class _Handler:
     __slots__ = ("fn", "is_async", "name", "wants_arg")
 
     def __init__(self, field: str, fn: object) -> None:
+        refuse_non_functions(field, fn)
         if not callable(fn):
             raise ConfigError(field, fn, "must be a callable (sync or async)")
         self.fn: Callable[..., Any] = fn
         self.name = field
-        self.is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-            getattr(fn, "__call__", None)  # noqa: B004 - an object with an async __call__
-        )
+        self.is_async = is_async(fn)
         self.wants_arg = _takes_one_argument(field, fn)
 
 
-def _takes_one_argument(field: str, fn: Callable[..., Any]) -> bool:
+def is_async(fn: object) -> bool:
+    """An async function, or an object whose ``__call__`` is one."""
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - an object with an async __call__
+    )
+
+
+def accepts(fn: Callable[..., Any], arguments: int) -> bool:
+    """Whether ``fn`` can be called with ``arguments`` positional arguments.
+
+    True when it cannot be told (a builtin without a signature).
+    """
     try:
         signature = inspect.signature(fn)
-    except (TypeError, ValueError):  # a builtin without a signature: assume it takes one
+    except (TypeError, ValueError):
         return True
     try:
-        signature.bind(None)
+        signature.bind(*([None] * arguments))
     except TypeError:
-        pass
-    else:
+        return False
+    return True
+
+
+def refuse_non_functions(field: str, value: object) -> None:
+    """ConfigError for what looks like a function but would never run as one."""
+    if inspect.isawaitable(value) and not callable(value):
+        raise ConfigError(
+            field,
+            value,
+            "is a coroutine (an async function already called): pass the function itself",
+        )
+    if inspect.isgeneratorfunction(value) or inspect.isasyncgenfunction(value):
+        raise ConfigError(field, value, "is a generator function: calling it runs nothing")
+
+
+def check_function(
+    field: str, value: object, *, arguments: int, what: str, allow_async: bool = False
+) -> None:
+    """ConfigError unless ``value`` is a function callable with ``arguments`` arguments.
+
+    ``what`` says what is expected (``"a predicate on the result"``). Unless
+    ``allow_async``, an async function is refused: its result would be a coroutine.
+    """
+    refuse_non_functions(field, value)
+    if not callable(value):
+        raise ConfigError(field, value, f"must be {what}")
+    if not allow_async and is_async(value):
+        raise ConfigError(
+            field, value, f"must be a sync function ({what}): an async one returns a coroutine"
+        )
+    if not accepts(value, arguments):
+        count = "no argument" if arguments == 0 else f"{arguments} positional argument"
+        raise ConfigError(field, value, f"must accept {count}{'s' if arguments > 1 else ''}")
+
+
+def _takes_one_argument(field: str, fn: Callable[..., Any]) -> bool:
+    if accepts(fn, 1):  # also a builtin without a signature: assume it takes one
         return True
-    try:
-        signature.bind()
-    except TypeError:
-        raise ConfigError(field, fn, "must accept no argument or one argument") from None
+    if not accepts(fn, 0):
+        raise ConfigError(field, fn, "must accept no argument or one argument")
     return False
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+import inspect
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -11,11 +11,15 @@ from typing import Any, NoReturn
 import anyio
 import anyio.abc
 
+from ._base import BreakerBase, _finite
 from ._core.errors import ConfigError
 from ._core.status import State
 from .breaker import Breaker
 
 __all__ = ["BreakerRegistry"]
+
+#: What a template may set: every keyword of Breaker but the name (prefix + key).
+_OPTIONS = frozenset(inspect.signature(BreakerBase.__init__).parameters) - {"self", "name"}
 
 
 class BreakerRegistry:
@@ -48,9 +52,17 @@ class BreakerRegistry:
         if idle_after is not None and (
             isinstance(idle_after, bool)
             or not isinstance(idle_after, (int, float))
-            or not 0.0 < idle_after < math.inf
+            or not (_finite(idle_after) and idle_after > 0.0)
         ):
             raise ConfigError("idle_after", idle_after, "must be a finite number of seconds > 0")
+        for option, value in options.items():
+            if option not in _OPTIONS:
+                reason = (
+                    "is made of prefix + key"
+                    if option == "name"
+                    else "is not an option of Breaker (check its spelling)"
+                )
+                raise ConfigError(option, value, reason)
         self.prefix = prefix
         self.max_size = max_size
         self.idle_after = idle_after
@@ -63,6 +75,8 @@ class BreakerRegistry:
 
     def get(self, key: str) -> Breaker:
         """The breaker for ``key``, created from the template on first use."""
+        if not isinstance(key, str):
+            raise ConfigError("key", key, "must be a string")
         now = self._clock()
         entry = self._breakers.get(key)
         if entry is not None:

@@ -46,6 +46,14 @@ class BreakerStats:
     stale: int = 0
     """Shared storage only: outcomes not flushed because their generation ended first."""
     dropped: int = 0
-    """Shared storage only: outcomes dropped because the batch was full (storage down)."""
+    """Shared storage only: outcomes not delivered because storage was down too long: the
+    batch was full (its oldest tenth goes), or they were counted longer ago than the
+    policy's longest time window."""
+    delivered: int = 0
+    """Shared storage only: outcomes the storage acknowledged. Every outcome counted for
+    the fleet ends in exactly one of ``delivered``, ``dropped``, ``stale`` or ``unflushed``."""
+    corrupt_records: int = 0
+    """Shared storage only: stored records that failed validation; each was reported
+    (logged as an error) and replaced by this breaker's state, never trusted."""
     storage_errors: int = 0
     """Shared storage only: failed storage operations of this breaker."""

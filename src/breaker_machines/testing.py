@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import inspect
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -123,6 +124,16 @@ def breaker_machine(
     """
     if isinstance(peers, bool) or not isinstance(peers, int) or peers < 1:
         raise ConfigError("peers", peers, "must be an integer >= 1")
+    if backend not in ("asyncio", "trio"):
+        raise ConfigError("backend", backend, "must be 'asyncio' or 'trio'")
+    if not callable(storage_factory):
+        raise ConfigError("storage_factory", storage_factory, "must make a storage when called")
+    accepted = inspect.signature(Breaker).parameters
+    for option, value in breaker_options.items():
+        if option in ("name", "clock", "storage", "record", "ignore"):
+            raise ConfigError(option, value, "is set by the machine itself")
+        if option not in accepted:
+            raise ConfigError(option, value, "is not an option of Breaker (check its spelling)")
     options: dict[str, Any] = {
         "consecutive_failures": 3,
         "reset_after": 10.0,
@@ -131,6 +142,14 @@ def breaker_machine(
         "probe_lease": 30.0,
     }
     options.update(breaker_options)
+    # Check the options now, not in the first run of the machine.
+    Breaker(
+        "machine",
+        clock=MachineClock(),
+        record=_MachineFailure,
+        ignore=_MachineIgnored,
+        **options,
+    )
 
     class BreakerMachine(RuleBasedStateMachine):
         """Drives one real Breaker; see the module docstring for what it checks."""

@@ -17,7 +17,7 @@ from ._base import BreakerBase
 from ._core.errors import ConfigError
 from ._core.records import Admitted, Event, Rejected
 from ._core.status import Outcome, State
-from .callbacks import Transition
+from .callbacks import Transition, is_async, refuse_non_functions
 from .errors import BreakerError, BulkheadFullError, FailedResultError
 from .storage.shared import SharedStorage
 
@@ -124,12 +124,19 @@ class ThreadedBreaker(BreakerBase):
             self._on_half_open,
             self._on_reject,
             self._on_transition,
+            self._on_degraded,
+            self._on_resynced,
         ):
             for handler in handlers:
                 if handler.is_async:
                     raise ConfigError(
                         handler.name, handler.fn, "must be a sync callable in a ThreadedBreaker"
                     )
+        for candidate in self._fallbacks:
+            if is_async(candidate):
+                raise ConfigError(
+                    "fallback", candidate, "must be a value or a sync callable in a ThreadedBreaker"
+                )
         self._lock = threading.Lock()
         self._semaphore = (
             threading.BoundedSemaphore(self._max_concurrent) if self._max_concurrent else None
@@ -179,8 +186,11 @@ class ThreadedBreaker(BreakerBase):
 
     def __call__(self, fn: Callable[P, T]) -> Callable[P, T]:
         """Decorate a function so every call goes through :meth:`call`."""
+        refuse_non_functions("fn", fn)
         if not callable(fn):
             raise ConfigError("fn", fn, "must be callable")
+        if is_async(fn):
+            raise ConfigError("fn", fn, "must be a sync function: decorate it with a Breaker")
         call = self.call
 
         @functools.wraps(fn)

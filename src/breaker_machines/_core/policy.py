@@ -19,6 +19,11 @@ _MAX_BUCKETS = 1000
 _DEFAULT_BUCKETS = 10
 _DEFAULT_WINDOW_CALLS = 100
 _SMALLEST_DURATION = math.nextafter(0.0, 1.0)
+# Every count fits the storages' 32-bit integer columns and parameters.
+_MAX_COUNT = 2**31 - 1
+# Shared storages index time buckets as floor(epoch seconds / width) in a double: below a
+# microsecond that index passes 2**53 and neighbouring buckets merge.
+_SMALLEST_BUCKET = 1e-6
 
 
 def _check_count(name: str, value: object, *, minimum: int = 1) -> None:
@@ -26,12 +31,22 @@ def _check_count(name: str, value: object, *, minimum: int = 1) -> None:
         raise ConfigError(name, value, "must be an integer")
     if value < minimum:
         raise ConfigError(name, value, f"must be >= {minimum}")
+    if value > _MAX_COUNT:
+        raise ConfigError(name, value, f"must be <= {_MAX_COUNT:,}")
+
+
+def _finite(value: int | float) -> bool:
+    """A number that converts to a finite float (an int may be too large to)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _check_duration(name: str, value: object, *, allow_zero: bool = False) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(name, value, "must be a number of seconds")
-    if math.isnan(value) or math.isinf(value):
+    if not _finite(value):
         raise ConfigError(name, value, "must be a finite number of seconds")
     if value < 0 or (value == 0 and not allow_zero):
         raise ConfigError(name, value, "must be > 0 seconds" if not allow_zero else "must be >= 0")
@@ -75,6 +90,9 @@ class Policy:
     successes close the circuit; any failure (or, when a slow-call rule is set, a slow
     success) re-opens it. A probe that never reports loses its permit ``probe_lease``
     seconds after it was admitted.
+
+    Limits: every count is at most 2,147,483,647 (the storages keep 32-bit counts), every
+    duration is finite, and each bucket of a time window spans at least a microsecond.
     """
 
     consecutive_failures: int | None = None
@@ -159,7 +177,7 @@ class Policy:
         _check_duration("reset_after", self.reset_after)
         if isinstance(self.backoff, bool) or not isinstance(self.backoff, (int, float)):
             raise ConfigError("backoff", self.backoff, "must be a number")
-        if not 1.0 <= self.backoff < math.inf:
+        if not (_finite(self.backoff) and self.backoff >= 1.0):
             raise ConfigError("backoff", self.backoff, "must be a finite multiplier >= 1")
         if self.max_reset_after is not None:
             _check_duration("max_reset_after", self.max_reset_after)
@@ -179,6 +197,12 @@ class Policy:
             raise ConfigError("jitter", self.jitter, "must be a number")
         if not 0.0 <= self.jitter < 1.0:
             raise ConfigError("jitter", self.jitter, "must be a fraction in [0, 1)")
+        longest = self.reset_after if self.max_reset_after is None else self.max_reset_after
+        if not math.isfinite(longest * (1.0 + self.jitter)):
+            field_ = "reset_after" if self.max_reset_after is None else "max_reset_after"
+            raise ConfigError(
+                field_, longest, f"is too large: with jitter={self.jitter!r} it overflows"
+            )
         _check_count("half_open_probes", self.half_open_probes)
         _check_count("success_threshold", self.success_threshold)
         _check_duration("probe_lease", self.probe_lease)
@@ -214,10 +238,18 @@ class Policy:
                 self.minimum_calls,
                 f"can never be reached: the window holds at most window_calls={window_calls} calls",
             )
-        if self.within is not None and self.within_width <= 0.0:
-            raise ConfigError("within", self.within, f"is too small for {count} buckets")
-        if self.window is not None and self.rate_width <= 0.0:
-            raise ConfigError("window", self.window, f"is too small for {count} buckets")
+        if self.within is not None and not self.within_width >= _SMALLEST_BUCKET:
+            raise ConfigError(
+                "within",
+                self.within,
+                f"is too small for {count} buckets: each must span at least a microsecond",
+            )
+        if self.window is not None and not self.rate_width >= _SMALLEST_BUCKET:
+            raise ConfigError(
+                "window",
+                self.window,
+                f"is too small for {count} buckets: each must span at least a microsecond",
+            )
 
     def open_duration(self, trips: int, draw: float) -> float:
         """Seconds the circuit stays OPEN on its ``trips``-th consecutive trip.

@@ -9,10 +9,18 @@ driver installed works, opening them raises a ConfigError.
 from .memory import MemoryStorage
 from .postgres import PostgresStorage
 from .redis import RedisStorage
-from .shared import Batch, Proposal, SharedRecord, SharedStorage, StorageError
+from .shared import (
+    Batch,
+    CorruptRecordError,
+    Proposal,
+    SharedRecord,
+    SharedStorage,
+    StorageError,
+)
 
 __all__ = [
     "Batch",
+    "CorruptRecordError",
     "MemoryStorage",
     "PostgresStorage",
     "Proposal",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 __all__ = ["SCHEMA_VERSION", "ddl", "names", "quote"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _TEMPLATE = r"""
 CREATE SCHEMA IF NOT EXISTS {schema};
@@ -38,6 +38,7 @@ CREATE TABLE IF NOT EXISTS {schema}.{table} (
     half_open_successes integer NOT NULL DEFAULT 0,
     rate_head bigint NOT NULL DEFAULT 0,
     origin text NOT NULL DEFAULT '',
+    batches jsonb NOT NULL DEFAULT '{{}}'::jsonb,
     expires_at double precision NOT NULL
 );
 CREATE INDEX IF NOT EXISTS {expires_index} ON {schema}.{table} (expires_at);
@@ -107,7 +108,7 @@ $$;
 CREATE OR REPLACE FUNCTION {schema}.{flush}(
     p_name text, p_shift double precision, p_ttl double precision, p_version bigint,
     p_outcomes text, p_fwidth double precision, p_rwidth double precision, p_rcalls bigint,
-    p_n integer, p_tokens text[], p_oks boolean[]
+    p_n integer, p_tokens text[], p_oks boolean[], p_origin text, p_seq bigint
 ) RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     now_ double precision := extract(epoch FROM clock_timestamp()) + p_shift;
@@ -139,6 +140,20 @@ BEGIN
     present := FOUND;
     DELETE FROM {schema}.{probes} WHERE name = p_name AND lease_until <= now_;
     is_current := coalesce(r.version, 0) = p_version;
+    -- A batch resent after a lost answer counts once: the last seq applied per origin
+    -- (this generation; at most 1,024 origins, then it starts remembering anew).
+    IF p_seq > 0 AND present AND is_current AND length(p_outcomes) > 0 THEN
+        IF coalesce((r.batches ->> p_origin)::bigint, 0) >= p_seq THEN
+            p_outcomes := '';
+        ELSE
+            UPDATE {schema}.{table} SET batches = (CASE
+                    WHEN NOT (r.batches ? p_origin)
+                         AND (SELECT count(*) FROM jsonb_object_keys(r.batches)) >= 1024
+                    THEN '{{}}'::jsonb ELSE r.batches END)
+                || jsonb_build_object(p_origin, p_seq)
+                WHERE name = p_name;
+        END IF;
+    END IF;
     IF present AND is_current AND r.status = 'closed' AND length(p_outcomes) > 0 THEN
         cf := r.consecutive_failures;
         rhead := r.rate_head;
@@ -244,7 +259,7 @@ BEGIN
     UPDATE {schema}.{table} SET status = p_status, version = v, trips = p_trips,
         reason = p_reason, opened_at = now_ - p_opened_ago, retry_at = now_ + p_open_for,
         consecutive_failures = 0, half_open_successes = 0, rate_head = 0,
-        origin = p_origin, expires_at = now_ + p_ttl
+        origin = p_origin, batches = '{{}}'::jsonb, expires_at = now_ + p_ttl
         WHERE name = p_name;
     DELETE FROM {schema}.{buckets} WHERE name = p_name;
     DELETE FROM {schema}.{probes} WHERE name = p_name;

@@ -8,7 +8,8 @@ every other value arrive as ``ARGV`` (data), never as script text.
 Keys of one breaker (``KEYS``): ``1`` the record (a hash), ``2`` the window buckets (a
 hash: ``f:<bucket>`` failures of the failure window, ``c:``/``x:``/``s:<bucket>`` calls,
 failures and slow calls of the rate window), ``3`` the half-open permits (a sorted set:
-token -> lease end).
+token -> lease end), ``4`` the batches applied in this generation (a hash: origin -> the
+last ``seq`` applied), which makes a resent flush count once.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ end
 
 #: Add a batch of outcomes and released permits; read the record back.
 #: ARGV: shift, ttl_ms, version, outcomes, fwidth, rwidth, rcalls, buckets, probes (JSON
-#: list of [token, 0|1]), name.
+#: list of [token, 0|1]), name, origin, seq.
 FLUSH = (
     _PRELUDE
     + r"""
@@ -96,6 +97,18 @@ local released = cjson.decode(ARGV[9])
 local h = read(KEYS[1])
 local current = num(h.version, 0) == version
 local w = nil
+-- A batch resent after a lost answer counts once: remember the last seq per origin.
+local seq = tonumber(ARGV[12])
+if seq > 0 and current and #outcomes > 0 then
+  if num(redis.call('HGET', KEYS[4], ARGV[11]), 0) >= seq then
+    outcomes = ''
+  elseif redis.call('HSET', KEYS[4], ARGV[11], seq) == 1
+         and redis.call('HLEN', KEYS[4]) > 1024 then
+    -- Bounded: a generation that saw more than 1,024 breakers starts remembering anew.
+    redis.call('DEL', KEYS[4])
+    redis.call('HSET', KEYS[4], ARGV[11], seq)
+  end
+end
 if current and h.version == nil and #outcomes > 0 then
   h = {status = 'closed', version = '0', trips = '0', cf = '0', hos = '0', rhead = '0',
        name = ARGV[10], reason = '', origin = ''}
@@ -178,6 +191,7 @@ end
 if h.version ~= nil then
   redis.call('PEXPIRE', KEYS[1], ttl)
   redis.call('PEXPIRE', KEYS[2], ttl)
+  redis.call('PEXPIRE', KEYS[4], ttl)
 end
 return cjson.encode(record(h, now, KEYS[2], KEYS[3], spec, w))
 """
@@ -198,11 +212,12 @@ if ARGV[4] ~= '1' and stored ~= tonumber(ARGV[3]) then
   return cjson.encode({0, record(h, now, KEYS[2], KEYS[3], none, nil)})
 end
 local version = tonumber(ARGV[6])
-if ARGV[4] == '1' then version = math.max(stored + 1, version) end
+-- (a forced write replaces a record whose version is not a number: never trusted)
+if ARGV[4] == '1' then version = math.max((stored or 0) + 1, version) end
 local opened_at, retry_at = '', ''
 if ARGV[9] ~= '' then opened_at = stamp(now - tonumber(ARGV[9])) end
 if ARGV[10] ~= '' then retry_at = stamp(now + tonumber(ARGV[10])) end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
 redis.call('HSET', KEYS[1], 'status', ARGV[5], 'version', version, 'trips', ARGV[7],
            'reason', ARGV[8], 'opened_at', opened_at, 'retry_at', retry_at, 'cf', 0,
            'hos', 0, 'rhead', 0, 'origin', ARGV[11], 'name', ARGV[12])

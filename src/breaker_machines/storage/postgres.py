@@ -30,8 +30,16 @@ from .._core.policy import Policy
 from . import _postgres_sql
 from ._bridge import DirectExecutor, Executor, executor_for_current_loop
 from ._records import parse_record
-from ._urls import check_url, redacted
-from .shared import Batch, Proposal, SharedRecord, SharedStorage, StorageError, Watcher
+from ._urls import check_postgres_dsn, check_url, hidden, redacted
+from .shared import (
+    Batch,
+    CorruptRecordError,
+    Proposal,
+    SharedRecord,
+    SharedStorage,
+    StorageError,
+    Watcher,
+)
 
 __all__ = ["PostgresStorage"]
 
@@ -56,8 +64,8 @@ def check_identifier(field: str, value: object) -> str:
 def _seconds(field: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(field, value, "must be a number of seconds")
-    if not 0.0 < value < math.inf:
-        raise ConfigError(field, value, "must be a finite number of seconds > 0")
+    if not 0.0 < value <= 1e12:  # also refuses NaN, inf and ints too large for a float
+        raise ConfigError(field, value, "must be a number of seconds > 0 and at most 1e12")
     return float(value)
 
 
@@ -100,10 +108,11 @@ class PostgresStorage(SharedStorage):
         max_connections: int = 10,
     ) -> None:
         if (dsn is None) == (pool is None):
-            shown = redacted(dsn) if isinstance(dsn, str) else dsn
-            raise ConfigError("dsn", shown, "give either dsn= or pool=, not both or neither")
+            raise ConfigError("dsn", hidden(dsn), "give either dsn= or pool=, not both or neither")
         if dsn is not None:
-            check_url("dsn", dsn, _SCHEMES, "postgresql://user@host/db", require_host=False)
+            example = "postgresql://user@host/db"
+            check_url("dsn", dsn, _SCHEMES, example, require_host=False, multi_host=True)
+            check_postgres_dsn(dsn)
         if pool is not None:
             try:
                 import asyncpg
@@ -123,7 +132,12 @@ class PostgresStorage(SharedStorage):
         self._pool: Any = pool
         self._owns_pool = pool is None
         self.schema = check_identifier("schema", schema)
+        if schema.startswith("pg_"):
+            raise ConfigError("schema", schema, "must not start with pg_ (reserved by PostgreSQL)")
         self.table = check_identifier("table", table)
+        if table.endswith(("_meta", "_buckets", "_probes")):
+            # <table>_meta etc. are the storage's own tables: "t" and "t_meta" would clash.
+            raise ConfigError("table", table, "must not end in _meta, _buckets or _probes")
         self.create = create
         self.ttl = _seconds("ttl", ttl)
         self.sweep_interval = _seconds("sweep_interval", sweep_interval)
@@ -142,7 +156,8 @@ class PostgresStorage(SharedStorage):
         names = _postgres_sql.names(schema, table)
         prefix = f"{names['schema']}."
         self._flush_sql = (
-            f"SELECT {prefix}{names['flush']}($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+            f"SELECT {prefix}{names['flush']}"
+            "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
         )
         self._propose_sql = (
             f"SELECT {prefix}{names['propose']}"
@@ -352,6 +367,8 @@ class PostgresStorage(SharedStorage):
             policy.bucket_count,
             [token for token, _ in batch.probes],
             [ok for _, ok in batch.probes],
+            batch.origin,
+            batch.seq,
         )
         return self._record(answer, policy)
 
@@ -389,6 +406,8 @@ class PostgresStorage(SharedStorage):
 
     async def sweep(self, limit: int = 1000) -> int:
         """Delete up to ``limit`` breakers whose TTL ran out; return how many went."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 2_147_483_647:
+            raise ConfigError("limit", limit, "must be an integer from 1 to 2147483647")
         await self._ensure_schema()
         pool = self._pool
         sql = self._sweep_sql
@@ -415,7 +434,7 @@ class PostgresStorage(SharedStorage):
             return parse_record(raw, policy)
         except (KeyError, TypeError, ValueError) as error:
             self.errors += 1
-            raise StorageError(f"postgres: malformed record {raw!r} ({error})") from None
+            raise CorruptRecordError(f"postgres: malformed record {raw!r} ({error})") from None
 
     # ------------------------------------------------------------------ push
 
@@ -442,6 +461,7 @@ class PostgresStorage(SharedStorage):
                 await self._ensure_schema()
                 inbox = await self._run("listen", self._start_listening)
                 self._subscribed.set()
+                self._missed()  # what was notified while not listening: breakers refresh
                 delay = 0.05
                 try:
                     while True:

@@ -30,8 +30,16 @@ from .._core.policy import Policy
 from . import _redis_scripts
 from ._bridge import Executor, executor_for_current_loop
 from ._records import parse_record
-from ._urls import check_url, redacted
-from .shared import Batch, Proposal, SharedRecord, SharedStorage, StorageError, Watcher
+from ._urls import check_redis_url, check_url, hidden, redacted
+from .shared import (
+    Batch,
+    CorruptRecordError,
+    Proposal,
+    SharedRecord,
+    SharedStorage,
+    StorageError,
+    Watcher,
+)
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -58,8 +66,8 @@ def _check_prefix(prefix: object) -> str:
 def _seconds(field: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(field, value, "must be a number of seconds")
-    if not 0.0 < value < math.inf:
-        raise ConfigError(field, value, "must be a finite number of seconds > 0")
+    if not 0.0 < value <= 1e12:  # also refuses NaN, inf and ints too large for a float
+        raise ConfigError(field, value, "must be a number of seconds > 0 and at most 1e12")
     return float(value)
 
 
@@ -92,10 +100,12 @@ class RedisStorage(SharedStorage):
         max_connections: int = 16,
     ) -> None:
         if (url is None) == (client is None):
-            shown = redacted(url) if isinstance(url, str) else url
-            raise ConfigError("url", shown, "give either url= or client=, not both or neither")
+            raise ConfigError(
+                "url", hidden(url), "give either url= or client=, not both or neither"
+            )
         if url is not None:
             check_url("url", url, _SCHEMES, "redis://host:6379/0")
+            check_redis_url(url)
         if client is not None:
             try:
                 import redis.asyncio as aioredis
@@ -137,8 +147,8 @@ class RedisStorage(SharedStorage):
 
     # ------------------------------------------------------------------ keys
 
-    def keys(self, name: str) -> tuple[str, str, str]:
-        """The record, window and permit keys of breaker ``name``.
+    def keys(self, name: str) -> tuple[str, str, str, str]:
+        """The record, window, permit and applied-batch keys of breaker ``name``.
 
         The name is percent-encoded inside one hash tag: any string is a valid name (spaces,
         colons, braces, non-ASCII), two names never share a key, and all keys of one
@@ -147,7 +157,7 @@ class RedisStorage(SharedStorage):
         # "~" first: the tag is never empty (an empty tag would not pin the slot).
         tag = "~" + urllib.parse.quote(name.encode("utf-8", "surrogatepass"), safe="")
         base = f"{self.prefix}:{{{tag}}}"
-        return f"{base}:state", f"{base}:window", f"{base}:probes"
+        return f"{base}:state", f"{base}:window", f"{base}:probes", f"{base}:batches"
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -214,13 +224,19 @@ class RedisStorage(SharedStorage):
         import redis.asyncio as aioredis
 
         assert self._url is not None
-        return aioredis.Redis.from_url(  # pyright: ignore[reportUnknownMemberType]
+        # A blocking pool: with every connection busy, an operation waits for one (within
+        # its timeout) instead of failing at once with MaxConnectionsError.
+        pool = aioredis.BlockingConnectionPool.from_url(  # pyright: ignore[reportUnknownMemberType]
             self._url,
             socket_timeout=self.timeout,
             socket_connect_timeout=self.timeout,
             max_connections=self._max_connections,
+            timeout=self.timeout,
             health_check_interval=30,
         )
+        client = aioredis.Redis(connection_pool=pool)
+        client.auto_close_connection_pool = True  # the client owns the pool: aclose() closes it
+        return client
 
     # ------------------------------------------------------------------ operations
 
@@ -272,6 +288,8 @@ class RedisStorage(SharedStorage):
             str(policy.bucket_count),
             json.dumps([[token, 1 if ok else 0] for token, ok in batch.probes]),
             name,
+            batch.origin,
+            str(batch.seq),
         ]
         return self._record(await self._script("flush", name, args), policy)
 
@@ -320,7 +338,7 @@ class RedisStorage(SharedStorage):
             return parse_record(raw, policy)
         except (KeyError, TypeError, ValueError) as error:
             self.errors += 1
-            raise StorageError(f"redis: malformed record {raw!r} ({error})") from None
+            raise CorruptRecordError(f"redis: malformed record {raw!r} ({error})") from None
 
     # ------------------------------------------------------------------ push
 
@@ -346,6 +364,7 @@ class RedisStorage(SharedStorage):
                 pubsub = self._client.pubsub(ignore_subscribe_messages=True)
                 await self._run("subscribe", pubsub.subscribe, self.channel)
                 self._subscribed.set()
+                self._missed()  # what was published while unsubscribed: breakers refresh
                 delay = 0.05
                 while True:
                     assert self._executor is not None

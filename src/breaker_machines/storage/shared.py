@@ -22,7 +22,7 @@ hosts therefore never changes when a circuit reopens or recovers.
 
 from __future__ import annotations
 
-import math
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,12 +34,15 @@ from .._core.status import Reason, State
 
 __all__ = [
     "Batch",
+    "CorruptRecordError",
     "Proposal",
     "SharedRecord",
     "SharedStorage",
     "StorageError",
     "Watcher",
 ]
+
+logger = logging.getLogger("breaker_machines")
 
 Bucket = tuple[int, int, int]
 """``(calls, failures, slow)`` of one window bucket."""
@@ -53,6 +56,11 @@ class StorageError(Exception):
     """
 
 
+class CorruptRecordError(StorageError):
+    """The storage holds a record that does not validate (hand-edited, another program's,
+    a bug). A breaker never trusts it: it reports it and writes its own state over it."""
+
+
 @dataclass(frozen=True, slots=True)
 class Batch:
     """Outcomes counted in one generation since the last flush, in order.
@@ -60,11 +68,19 @@ class Batch:
     ``outcomes`` holds one letter per call: ``s`` success, ``f`` failure, ``S`` slow
     success, ``F`` slow failure. ``probes`` are the half-open permits that reported, as
     ``(token, succeeded)``.
+
+    ``origin`` and ``seq`` make a flush idempotent: a breaker numbers its batches, and
+    resends a batch whose answer was lost with the same number. A storage remembers the
+    last ``seq`` it applied per origin (for the current generation) and applies a batch
+    at most once. ``seq == 0`` is never deduplicated. Releasing a permit is idempotent by
+    itself (a token is released once).
     """
 
     version: int
     outcomes: str = ""
     probes: tuple[tuple[str, bool], ...] = ()
+    origin: str = ""
+    seq: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +149,7 @@ class SharedStorage(ABC):
     """Seconds between refreshes of an idle breaker (the backstop to published changes)."""
     timeout: float
     """Seconds every storage operation may take before it fails with StorageError."""
+    _gap_hooks: list[Callable[[], None]]
 
     def _configure(
         self,
@@ -149,9 +166,13 @@ class SharedStorage(ABC):
         ):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ConfigError(field, value, "must be a number of seconds")
-            if not (0.0 <= value < math.inf) or (value == 0 and not zero_ok):
+            if not (0.0 <= value <= 1e12) or (value == 0 and not zero_ok):
                 raise ConfigError(
-                    field, value, "must be a finite number >= 0" if zero_ok else "must be > 0"
+                    field,
+                    value,
+                    "must be a number of seconds "
+                    + (">= 0" if zero_ok else "> 0")
+                    + " and at most 1e12",
                 )
         if isinstance(flush_size, bool) or not isinstance(flush_size, int) or flush_size < 1:
             raise ConfigError("flush_size", flush_size, "must be an integer >= 1")
@@ -181,7 +202,8 @@ class SharedStorage(ABC):
 
     @abstractmethod
     async def flush(self, name: str, policy: Policy, batch: Batch) -> SharedRecord:
-        """Add ``batch`` (if it is of the stored generation) and read the record back."""
+        """Add ``batch`` (if it is of the stored generation and was not applied before:
+        see :class:`Batch`) and read the record back."""
 
     @abstractmethod
     async def propose(
@@ -206,6 +228,30 @@ class SharedStorage(ABC):
     def watch(self, name: str, watcher: Watcher) -> Callable[[], None]:
         """Call ``watcher`` with every transition published for ``name``; returns the
         function that stops it."""
+
+    def on_gap(self, hook: Callable[[], None]) -> Callable[[], None]:
+        """Call ``hook`` whenever published transitions may have been missed: each time
+        the storage's listener (pub/sub, LISTEN) subscribes, the first time included.
+        Breakers refresh at once, so a reconnection never leaves one on stale state until
+        its next periodic refresh. Returns the function that removes ``hook``."""
+        hooks: list[Callable[[], None]] | None = getattr(self, "_gap_hooks", None)
+        if hooks is None:
+            hooks = self._gap_hooks = []
+        hooks.append(hook)
+
+        def remove() -> None:
+            if hook in hooks:
+                hooks.remove(hook)
+
+        return remove
+
+    def _missed(self) -> None:
+        """Storages call this when their listener (re)subscribed."""
+        for hook in list(getattr(self, "_gap_hooks", ())):
+            try:
+                hook()
+            except Exception:
+                logger.exception("a gap hook of %r raised", self)
 
     def advance_clock(self, seconds: float) -> None:
         """Testing only: add ``seconds`` to the clock the storage stamps times with.
