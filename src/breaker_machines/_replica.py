@@ -206,11 +206,11 @@ class Replica:
             # Storage has been down a while: the oldest tenth goes (counted), the newest stay.
             self._discard(_MAX_BATCH // 10)
         batch.append(letter)
-        if len(batch) == 1:
-            self.flush_due = breaker._clock() + self.storage.flush_interval
-            breaker._wake_runner()
-        elif len(batch) == self.storage.flush_size:
+        if len(batch) == self.storage.flush_size:
             self.flush_due = -math.inf
+            breaker._wake_runner()
+        elif len(batch) == 1:
+            self.flush_due = breaker._clock() + self.storage.flush_interval
             breaker._wake_runner()
 
     def decided(self, transition: Transition) -> None:
@@ -349,6 +349,9 @@ class Replica:
             cut_at = now
         # Until acknowledged the outcomes stay pending (and in stats().unflushed).
         self.pending = (generation, outcomes, seq, cut_at) if outcomes else None
+        # What stays behind (the rest of a batch over flush_size, or a backlog behind a
+        # resent one) goes right after; what arrives meanwhile waits for flush_interval.
+        rest = bool(self.batch)
         released = tuple(self.released)
         self.released = []
         self.flush_due = None
@@ -365,8 +368,8 @@ class Replica:
             raise
         self.pending = None
         self.refresh_due = breaker._clock() + self.storage.refresh_interval
-        if self.batch:
-            self.flush_due = -math.inf  # the rest of a batch larger than flush_size
+        if rest and self.batch:
+            self.flush_due = -math.inf
         if outcomes:
             if (record.missing or record.version < sent) and (
                 self.stored > 0 or breaker._state.version > 0

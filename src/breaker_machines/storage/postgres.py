@@ -270,6 +270,7 @@ class PostgresStorage(SharedStorage):
             max_size=self._max_connections,
             timeout=self.timeout,
             command_timeout=self.timeout,
+            reset=_keep_session,
         )
 
     # ------------------------------------------------------------------ operations
@@ -341,7 +342,7 @@ class PostgresStorage(SharedStorage):
         pool = self._pool
 
         async def fetch() -> Any:
-            return await pool.fetchval(sql, *args)
+            return await _fetchval(pool, sql, *args)
 
         self.statements += 1
         raw = await self._run(what, fetch)
@@ -414,7 +415,7 @@ class PostgresStorage(SharedStorage):
         shift = self._shift
 
         async def sweep() -> Any:
-            return await pool.fetchval(sql, shift, limit)
+            return await _fetchval(pool, sql, shift, limit)
 
         self.statements += 1
         return int(await self._run("sweep", sweep))
@@ -532,6 +533,31 @@ class PostgresStorage(SharedStorage):
         self._shift += float(seconds)
 
 
+async def _keep_session(connection: Any) -> None:
+    """The pool's reset: none. The storage leaves no session state behind (its advisory
+    lock is per transaction; its LISTEN connection is closed, never returned), and the
+    default reset is a round trip at every release, which on a server that stopped
+    answering fails later, in a task asyncpg shields, where nobody can catch it."""
+
+
+async def _fetchval(pool: Any, sql: str, *args: Any) -> Any:
+    """``pool.fetchval``, except that a statement cut off (by the storage's timeout, a
+    cancellation, a dead server) closes its connection instead of resetting it: resetting
+    a connection whose server does not answer waits, in a task asyncpg shields, and fails
+    later where nobody can catch it."""
+    import asyncpg
+
+    connection = await pool.acquire()
+    try:
+        return await connection.fetchval(sql, *args)
+    except BaseException as error:
+        if not isinstance(error, asyncpg.PostgresError):
+            connection.terminate()
+        raise
+    finally:
+        await pool.release(connection)
+
+
 class _Inbox:
     """Notifications of one LISTEN connection, queued on the driver's loop."""
 
@@ -554,7 +580,9 @@ class _Inbox:
                     raise ConnectionError("the LISTEN connection was closed") from None
 
     async def close(self) -> None:
+        # Closed, not reset: the listener ends when its connection failed, and resetting a
+        # connection whose server does not answer fails later in a task asyncpg shields.
         with suppress(Exception):
-            await self._connection.remove_listener(self._channel, self.receive)
+            self._connection.terminate()
         with suppress(Exception):
             await self._pool.release(self._connection)
