@@ -4,11 +4,13 @@ Every async test runs under asyncio and under trio (``anyio_backend`` of
 ``tests/conftest.py``). The servers are started once per session on free loopback ports
 (never the shared 6379/5432) and closed at the end. ``fault_server`` hands one to a test
 and, whatever the test did to it (killed, paused, stopped), leaves it running and resumed
-for the next one.
+for the next one. Without ``redis-server`` or the PostgreSQL binaries the tests of that
+backend skip, except under CI (``CI`` set), where they fail.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from typing import Any
@@ -28,6 +30,13 @@ except ImportError as error:  # pragma: no cover - written by another change
     _POSTGRES_MISSING = f"tests/faults/postgres_server.py is not usable yet ({error})"
 else:
     _POSTGRES_MISSING = "" if find_bindir() is not None else "no PostgreSQL binaries found"
+
+
+def _unavailable(message: str) -> None:
+    """Skip locally; under CI (``CI`` set, as for the shared servers) fail instead."""
+    if os.environ.get("CI", "").lower() not in ("", "0", "false", "no"):
+        pytest.fail(f"{message}: CI needs it for the fault-injection suite")
+    pytest.skip(message)
 
 
 def _warm(server: FaultServer) -> None:
@@ -53,7 +62,7 @@ def _own(server: Any, request: pytest.FixtureRequest) -> Any:
 def redis_server(request: pytest.FixtureRequest) -> RedisServer:
     """A private redis-server for the session (no persistence)."""
     if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
+        _unavailable("redis-server is not installed")
     return _own(RedisServer(), request)  # type: ignore[no-any-return]
 
 
@@ -61,7 +70,7 @@ def redis_server(request: pytest.FixtureRequest) -> RedisServer:
 def postgres_server(request: pytest.FixtureRequest) -> Any:
     """A private PostgreSQL cluster for the session."""
     if PostgresServer is None or _POSTGRES_MISSING:
-        pytest.skip(_POSTGRES_MISSING)
+        _unavailable(_POSTGRES_MISSING)
     return _own(PostgresServer(), request)
 
 

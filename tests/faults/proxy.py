@@ -26,6 +26,7 @@ and cancelled when the block exits.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import socket
 import struct
@@ -186,10 +187,8 @@ class Proxy:
             with anyio.CancelScope(shield=True):
                 for stream in (connection.upstream, client):
                     if stream is not None:
-                        try:
+                        with contextlib.suppress(*_BROKEN):
                             await stream.aclose()
-                        except _BROKEN:
-                            pass
 
     async def _swallow(self, client: anyio.abc.SocketStream) -> None:
         try:

@@ -49,6 +49,8 @@ T = TypeVar("T")
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
 _SCHEMES = ("postgres", "postgresql")
+# invalid_schema_name, undefined_table, undefined_function: check (and create) it again
+_SCHEMA_GONE = frozenset({"3F000", "42P01", "42883"})
 
 
 def check_identifier(field: str, value: object) -> str:
@@ -292,6 +294,8 @@ class PostgresStorage(SharedStorage):
             raise
         except Exception as error:
             self.errors += 1
+            if getattr(error, "sqlstate", None) in _SCHEMA_GONE:
+                self._ready = False  # the server lost the schema (restored, restarted empty)
             raise StorageError(f"postgres {what}: {type(error).__name__}: {error}") from error
 
     async def _ensure_schema(self) -> None:
@@ -576,7 +580,11 @@ class _Inbox:
             try:
                 return await asyncio.wait_for(self._queue.get(), 1.0)
             except asyncio.TimeoutError:
-                if self._connection.is_closed():
+                try:
+                    closed = self._connection.is_closed()
+                except Exception:  # asyncpg released a connection whose server died
+                    closed = True
+                if closed:
                     raise ConnectionError("the LISTEN connection was closed") from None
 
     async def close(self) -> None:

@@ -224,6 +224,16 @@ class RedisStorage(SharedStorage):
         import redis.asyncio as aioredis
 
         assert self._url is not None
+        options: dict[str, Any] = {}
+        try:  # redis-py >= 7
+            from redis.maint_notifications import MaintNotificationsConfig
+        except ImportError:  # pragma: no cover - older redis-py checks idle connections anyway
+            pass
+        else:
+            # With maintenance notifications on ("auto", the default), the pool no longer
+            # checks an idle connection before use: after a server restart each pooled
+            # connection would fail one operation. This storage wants that check.
+            options["maint_notifications_config"] = MaintNotificationsConfig(enabled=False)
         # A blocking pool: with every connection busy, an operation waits for one (within
         # its timeout) instead of failing at once with MaxConnectionsError.
         pool = aioredis.BlockingConnectionPool.from_url(  # pyright: ignore[reportUnknownMemberType]
@@ -233,6 +243,7 @@ class RedisStorage(SharedStorage):
             max_connections=self._max_connections,
             timeout=self.timeout,
             health_check_interval=30,
+            **options,
         )
         client = aioredis.Redis(connection_pool=pool)
         client.auto_close_connection_pool = True  # the client owns the pool: aclose() closes it
