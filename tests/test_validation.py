@@ -943,3 +943,11 @@ def test_a_name_a_shared_storage_cannot_hold_is_refused_when_the_breaker_is_buil
     check(caught, "name")
     assert len(str(caught.value)) < 500  # a long name is not repeated whole
     Breaker(name)  # memory storage holds any string
+
+
+@pytest.mark.parametrize("mode", ["reject", "admit"])
+def test_a_degraded_mode_without_shared_storage_is_refused(mode: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Breaker("svc", degraded_mode=mode)  # type: ignore[arg-type]
+    check(caught, "degraded_mode")
+    Breaker("svc", degraded_mode="local")  # the default is fine anywhere

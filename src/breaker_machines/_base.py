@@ -388,6 +388,12 @@ class BreakerBase:
             raise ConfigError(
                 "degraded_mode", degraded_mode, "must be 'local', 'reject' or 'admit'"
             )
+        if degraded_mode != "local" and not isinstance(storage, SharedStorage):
+            raise ConfigError(
+                "degraded_mode",
+                degraded_mode,
+                "applies only with a shared storage (Redis, PostgreSQL): memory is never down",
+            )
         self._degraded_mode: DegradedMode = degraded_mode
         # While shared storage is down with degraded_mode 'reject' or 'admit': that mode
         # decides every admission (None: the circuit decides).
