@@ -320,6 +320,8 @@ class Replica:
             breaker._storage_changed(
                 StorageEvent(breaker.name, True, str(error), now, None, self.dropped, self.stale)
             )
+        # The retry exchanges something (a refresh at least): only an answer ends the outage.
+        self.refresh_due = -math.inf
         delay = self.retry_delay
         self.retry_at = breaker._clock() + delay * (0.5 + breaker._random())
         self.retry_delay = min(delay * 2.0, _LAST_RETRY)
