@@ -50,6 +50,8 @@ from __future__ import annotations
 import os
 import sys
 
+import _environment  # benchmarks/_environment.py (run as a script: its folder is on the path)
+
 # benchmarks/redis.py sits next to this file: keep this directory off the import path, or
 # ``import redis`` would import that script.
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -63,15 +65,12 @@ import gc  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
-import platform  # noqa: E402
 import pstats  # noqa: E402
 import random  # noqa: E402
-import subprocess  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
 from collections.abc import AsyncIterator  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
-from importlib import metadata  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -357,44 +356,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def environment() -> dict[str, Any]:
-    versions: dict[str, str | None] = {}
-    for dist in ("breaker-machines", "anyio", "trio", "redis", "asyncpg"):
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            versions[dist] = None
-    info: dict[str, Any] = {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "versions": versions,
-        "cpus": os.cpu_count(),
-    }
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "src"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        info["git"] = {"head": head, "src_modified": bool(dirty)}
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    import breaker_machines
-
-    package = Path(breaker_machines.__file__).resolve().parent
-    if root / "src" not in package.parents:
-        info["imported_from"] = str(package)  # not this checkout's src/ (PYTHONPATH)
-    info["loadavg"] = os.getloadavg()
-    return info
+    return _environment.environment("breaker-machines", "anyio", "trio", "redis", "asyncpg")
 
 
 def describe(name: str) -> str:

@@ -70,7 +70,6 @@ import json
 import platform
 import random
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -86,11 +85,12 @@ import pybreaker
 from purgatory import AsyncCircuitBreakerFactory
 from purgatory.domain.model import OpenedState
 
+import _environment  # benchmarks/_environment.py (run as a script: its folder is on the path)
 from breaker_machines import Breaker, CircuitOpenError, State
 
 perf_counter_ns = time.perf_counter_ns
 
-HUGE = 10**15  # a failure threshold no run reaches
+HUGE = 2**31 - 1  # a failure threshold no run reaches (the largest count a Policy takes)
 RESET = 3600  # seconds an open circuit stays open
 
 Loop = Callable[[int], Awaitable[int]]
@@ -1150,25 +1150,9 @@ def environment(settings: Settings) -> dict[str, Any]:
         "calls_per_loop": [settings.min_calls, settings.max_calls],
         "stat": settings.stat,
     }
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "src"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        info["git"] = {"head": head, "src_modified": bool(dirty)}
-    except (OSError, subprocess.CalledProcessError):
-        pass
+    git = _environment.checkout()
+    if git:
+        info["git"] = git
     return info
 
 

@@ -53,7 +53,6 @@ import os
 import platform
 import random
 import statistics
-import subprocess
 import sys
 import time
 import urllib.parse
@@ -66,6 +65,7 @@ from typing import Any
 
 import asyncpg
 
+import _environment  # benchmarks/_environment.py (run as a script: its folder is on the path)
 from breaker_machines import Breaker, State, running
 from breaker_machines.storage import Batch, PostgresStorage, StorageError
 
@@ -661,25 +661,9 @@ def environment(settings: Settings, server: str) -> dict[str, Any]:
         "stat": settings.stat,
         "server": f"PostgreSQL {server}",
     }
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "src"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        info["git"] = {"head": head, "src_modified": bool(dirty)}
-    except (OSError, subprocess.CalledProcessError):
-        pass
+    git = _environment.checkout()
+    if git:
+        info["git"] = git
     return info
 
 

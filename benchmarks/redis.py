@@ -48,6 +48,8 @@ from __future__ import annotations
 import os
 import sys
 
+import _environment  # benchmarks/_environment.py (run as a script: its folder is on the path)
+
 # This file is named redis.py: keep its directory off the import path, or ``import redis``
 # would import this script.
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -618,25 +620,9 @@ def environment(settings: Settings, admin: redis.Redis, url: str, private: bool)
             f"({'private, started by this script' if private else url})"
         ),
     }
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "src"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        info["git"] = {"head": head, "src_modified": bool(dirty)}
-    except (OSError, subprocess.CalledProcessError):
-        pass
+    git = _environment.checkout()
+    if git:
+        info["git"] = git
     return info
 
 
