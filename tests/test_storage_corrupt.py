@@ -84,6 +84,7 @@ def postgres_damages(dsn: str, schema: str) -> dict[str, Damage]:
         "unknown status": update("status = 'half-closed'"),
         "negative trips": update("trips = -3"),
         "negative count": update("consecutive_failures = -1"),
+        "batches not an object": update("""batches = '"oops"'::jsonb"""),
     }
 
 
@@ -106,7 +107,9 @@ async def check_replaced(
     stats = breaker.stats()
     assert stats.corrupt_records == 1
     assert not stats.degraded
-    assert any("malformed record" in r.getMessage() for r in caplog.records)
+    assert any(
+        r.levelno == logging.ERROR and "replacing it" in r.getMessage() for r in caplog.records
+    )
     record = await other.flush(name, breaker.policy, Batch(0))
     assert record.status is State.OPEN
     assert record.version > version
@@ -138,3 +141,76 @@ async def test_a_corrupt_postgres_record_is_reported_and_replaced(
         ):
             damage = postgres_damages(postgres_dsn, postgres_schema)[kind]
             await check_replaced(storage, other, damage, caplog)
+
+
+async def check_counts_replaced(
+    storage: SharedStorage,
+    other: SharedStorage,
+    damage: Damage,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Damage the counters of a CLOSED circuit with outcomes on their way: the flush that
+    meets it replaces the record, then delivers the outcomes into it."""
+    name = f"corrupt-{uuid.uuid4().hex[:8]}"
+    breaker = Breaker(name, storage=storage, consecutive_failures=100)
+    with pytest.raises(Boom):
+        await breaker.call(fail)
+    await breaker.sync()
+    await damage(name)
+    with pytest.raises(Boom):
+        await breaker.call(fail)
+    with caplog.at_level(logging.ERROR, logger="breaker_machines"):
+        await breaker.sync()
+    stats = breaker.stats()
+    assert stats.corrupt_records == 1
+    assert not stats.degraded
+    assert any(
+        r.levelno == logging.ERROR and "replacing it" in r.getMessage() for r in caplog.records
+    )
+    assert (stats.unflushed, stats.dropped, stats.stale) == (0, 0, 0)
+    assert stats.delivered == 2  # one before the damage, one into the replaced record
+    record = await other.flush(name, breaker.policy, Batch(0))
+    assert record.status is State.CLOSED
+    assert record.consecutive_failures == 1
+
+
+@pytest.mark.parametrize("field", ["cf", "batches"])
+async def test_corrupt_redis_counters_are_reported_and_replaced(
+    redis_url: str, redis_prefix: str, field: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    import redis
+
+    with anyio.fail_after(LIMIT):
+        async with (
+            RedisStorage(redis_url, prefix=redis_prefix) as storage,
+            RedisStorage(redis_url, prefix=redis_prefix) as other,
+        ):
+
+            async def damage(name: str) -> None:
+                def write() -> None:
+                    client = redis.Redis.from_url(redis_url)
+                    try:
+                        state, _, _, batches = storage.keys(name)
+                        if field == "cf":
+                            client.hset(state, "cf", "many")
+                        else:  # every origin's last batch number
+                            for origin in client.hkeys(batches):
+                                client.hset(batches, origin, "twelve")
+                    finally:
+                        client.close()
+
+                await anyio.to_thread.run_sync(write)
+
+            await check_counts_replaced(storage, other, damage, caplog)
+
+
+async def test_corrupt_postgres_batches_are_reported_and_replaced(
+    postgres_dsn: str, postgres_schema: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with anyio.fail_after(LIMIT):
+        async with (
+            PostgresStorage(postgres_dsn, schema=postgres_schema) as storage,
+            PostgresStorage(postgres_dsn, schema=postgres_schema) as other,
+        ):
+            damage = postgres_damages(postgres_dsn, postgres_schema)["batches not an object"]
+            await check_counts_replaced(storage, other, damage, caplog)

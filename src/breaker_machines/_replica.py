@@ -97,6 +97,7 @@ class Replica:
         "errors",
         "flush_due",
         "force",
+        "gaps",
         "horizon",
         "lock",
         "marks",
@@ -152,6 +153,7 @@ class Replica:
         # Flushes are numbered; one whose answer was lost is resent as it was (same seq),
         # so the storage applies it once: (local generation, outcomes, seq, cut at).
         self.seq = 0
+        self.gaps = 0  # listener (re)subscriptions seen
         self.pending: tuple[int, str, int, float] | None = None
         # While storage is down: (n, t) says the first n outcomes of the batch were
         # counted at or before t; outcomes older than the policy's longest time window
@@ -162,7 +164,8 @@ class Replica:
         self.lock: anyio.Lock | None = None
         breaker._tally = self.batch
         breaker._tally_gen = self.batch_version
-        breaker._tally_cap = storage.flush_size - 1  # the append that fills it wakes the runner
+        # The append that fills a flush (or reaches the bound) goes through note().
+        breaker._tally_cap = min(storage.flush_size, _MAX_BATCH) - 1
         # (local version, token, local time its lease surely still runs) for a sync guard
         self.reserved: tuple[int, str, float] | None = None
         self.want_permit = False
@@ -237,6 +240,8 @@ class Replica:
         A storage failure marks the replica degraded and schedules a retry; it is raised
         only with ``raise_errors``.
         """
+        if not raise_errors and self.breaker._clock() < self.retry_at:
+            return  # backing off (a caller's wake-up, e.g. a queued callback, is no retry)
         if self.lock is None:
             self.lock = anyio.Lock()
         async with self.lock:
@@ -359,6 +364,7 @@ class Replica:
         self.flush_due = None
         base = self.synced_state
         sent = self.stored
+        gaps = self.gaps
         batch_record = Batch(sent, outcomes, released, self.origin, seq)
         try:
             record = await self.storage.flush(breaker.name, breaker.policy, batch_record)
@@ -369,7 +375,8 @@ class Replica:
                 self.flush_due = breaker._clock() + self.storage.flush_interval
             raise
         self.pending = None
-        self.refresh_due = breaker._clock() + self.storage.refresh_interval
+        if self.gaps == gaps:  # (a listener that reconnected meanwhile wants a refresh now)
+            self.refresh_due = breaker._clock() + self.storage.refresh_interval
         if rest and self.batch:
             self.flush_due = -math.inf
         if outcomes:
@@ -473,6 +480,8 @@ class Replica:
                 won, record = await self.storage.propose(
                     breaker.name, expected, proposal, force=True
                 )
+        except CorruptRecordError:
+            raise  # an answer came (a record not to trust): the forced retry replaces it
         except BaseException:
             self.uncertain = version
             raise
@@ -587,6 +596,7 @@ class Replica:
 
     def missed(self) -> None:
         """Published transitions may have been missed (the listener reconnected): refresh."""
+        self.gaps += 1
         self.refresh_due = -math.inf
         self.breaker._wake_runner()
 
@@ -670,7 +680,11 @@ class Replica:
             if generation != self.synced_state.version or breaker._state.version != generation:
                 # Still not stored: with storage down the local permit stands; otherwise
                 # the circuit has moved on and this permit is void.
-                return self.degraded and breaker._state.version == generation
+                return (
+                    self.degraded
+                    and breaker._state.version == generation
+                    and breaker._override != "reject"
+                )
         token = uuid.uuid4().hex
         policy = breaker.policy
         try:
@@ -681,7 +695,8 @@ class Replica:
             if isinstance(error, CorruptRecordError):
                 self._corrupt(error)
             self._failed(error)
-            return True  # storage unreachable: the local permit stands
+            # Storage unreachable: the local permit stands, unless the mode rejects.
+            return breaker._override != "reject"
         if won:
             self.tokens[probe] = token
             return True

@@ -513,11 +513,17 @@ class Breaker(BreakerBase):
         if replica is None:
             return
         replica.refresh_due = -math.inf
-        while True:  # a batch larger than flush_size takes several round trips
+        for _ in range(1000):  # a batch larger than flush_size takes several round trips
             replica.flush_due = -math.inf
             replica.retry_at = -math.inf
             await replica.service(raise_errors=True)
-            if not (replica.batch or replica.released or replica.force or replica.unwritten()):
+            if not (
+                replica.batch
+                or replica.pending
+                or replica.released
+                or replica.force
+                or replica.unwritten()
+            ):
                 return
 
     async def _run_callback(self, name: str, thunk: Callable[[], Awaitable[Any]]) -> None:

@@ -351,3 +351,30 @@ async def test_a_transition_published_while_the_listener_was_cut_off_is_caught_u
                 await opened.wait()  # the listener reconnected and the breaker refreshed
                 assert watcher.state is State.OPEN
                 tg.cancel_scope.cancel()
+
+
+async def test_reject_mode_rejects_the_probe_that_finds_storage_down(
+    fault_server: FaultServer, clock: FakeClock
+) -> None:
+    with anyio.fail_after(LIMIT):
+        async with proxied(fault_server) as (proxy, storage):
+            breaker = Breaker(
+                fresh_name(),
+                storage=storage,
+                clock=clock,
+                consecutive_failures=1,
+                reset_after=5.0,
+                degraded_mode="reject",
+            )
+            await breaker.sync()
+            with pytest.raises(Boom):
+                await breaker.call(fail)
+            await breaker.sync()  # OPEN is stored
+            clock.advance(6.0)  # due to half-open
+            proxy.mode = "blackhole"  # and nobody has noticed yet
+            ran = False
+            with pytest.raises(CircuitOpenError):
+                async with breaker.guard():
+                    ran = True
+            assert not ran  # the probe's round trip found the outage: rejected, not run
+            assert breaker.stats().degraded

@@ -22,9 +22,13 @@ local function clock(shift)
   local t = redis.call('TIME')
   return tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(shift)
 end
+-- A stored number that is not one is corrupt data: an error the storage reports as
+-- CorruptRecordError (the breaker then replaces the record), never a silent default.
 local function num(v, d)
   if v == nil or v == false or v == '' then return d end
-  return tonumber(v)
+  local n = tonumber(v)
+  if n == nil then error({err = 'BM_CORRUPT not a number: ' .. string.sub(tostring(v), 1, 40)}) end
+  return n
 end
 local function read(key)
   local raw = redis.call('HGETALL', key)
@@ -206,7 +210,7 @@ PROPOSE = (
 local now = clock(ARGV[1])
 local ttl = tonumber(ARGV[2])
 local h = read(KEYS[1])
-local stored = num(h.version, 0)
+local stored = tonumber(h.version or '0')  -- nil when corrupt: a forced write replaces it
 local none = {0, 0, 0, 0}
 if ARGV[4] ~= '1' and stored ~= tonumber(ARGV[3]) then
   return cjson.encode({0, record(h, now, KEYS[2], KEYS[3], none, nil)})

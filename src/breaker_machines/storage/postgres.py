@@ -51,6 +51,8 @@ _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
 _SCHEMES = ("postgres", "postgresql")
 # invalid_schema_name, undefined_table, undefined_function: check (and create) it again
 _SCHEMA_GONE = frozenset({"3F000", "42P01", "42883"})
+# invalid_text_representation, invalid_parameter_value, numeric_value_out_of_range
+_CORRUPT = frozenset({"22P02", "22023", "22003"})
 
 
 def check_identifier(field: str, value: object) -> str:
@@ -294,8 +296,11 @@ class PostgresStorage(SharedStorage):
             raise
         except Exception as error:
             self.errors += 1
-            if getattr(error, "sqlstate", None) in _SCHEMA_GONE:
+            sqlstate = getattr(error, "sqlstate", None)
+            if sqlstate in _SCHEMA_GONE:
                 self._ready = False  # the server lost the schema (restored, restarted empty)
+            if sqlstate in _CORRUPT:  # stored data a function cannot read (batches)
+                raise CorruptRecordError(f"postgres {what}: {error}") from None
             raise StorageError(f"postgres {what}: {type(error).__name__}: {error}") from error
 
     async def _ensure_schema(self) -> None:

@@ -266,6 +266,8 @@ class RedisStorage(SharedStorage):
             raise
         except Exception as error:
             self.errors += 1
+            if "BM_CORRUPT" in str(error):  # a script found stored data that is not valid
+                raise CorruptRecordError(f"redis {what}: {error}") from None
             raise StorageError(f"redis {what}: {type(error).__name__}: {error}") from error
 
     async def _script(self, key: str, name: str, args: list[Any]) -> Any:
