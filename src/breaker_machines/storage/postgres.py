@@ -39,6 +39,7 @@ from .shared import (
     SharedStorage,
     StorageError,
     Watcher,
+    jittered,
 )
 
 __all__ = ["PostgresStorage"]
@@ -491,7 +492,7 @@ class PostgresStorage(SharedStorage):
                 )
             if self._subscribed.is_set():  # waiters of an unset event keep waiting on it
                 self._subscribed = anyio.Event()
-            await anyio.sleep(delay)
+            await anyio.sleep(jittered(delay))
             delay = min(delay * 2, 5.0)
 
     async def _start_listening(self) -> _Inbox:

@@ -39,6 +39,7 @@ from .shared import (
     SharedStorage,
     StorageError,
     Watcher,
+    jittered,
 )
 
 if TYPE_CHECKING:
@@ -397,7 +398,7 @@ class RedisStorage(SharedStorage):
                         await self._executor.run(pubsub.aclose)
             if self._subscribed.is_set():  # waiters of an unset event keep waiting on it
                 self._subscribed = anyio.Event()
-            await anyio.sleep(delay)
+            await anyio.sleep(jittered(delay))
             delay = min(delay * 2, 5.0)
 
     def _deliver(self, message: Any) -> None:

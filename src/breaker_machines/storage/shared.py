@@ -23,6 +23,7 @@ hosts therefore never changes when a circuit reopens or recovers.
 from __future__ import annotations
 
 import logging
+import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,6 +47,12 @@ logger = logging.getLogger("breaker_machines")
 
 Bucket = tuple[int, int, int]
 """``(calls, failures, slow)`` of one window bucket."""
+
+
+def jittered(delay: float) -> float:
+    """``delay`` times a random factor in [0.5, 1.5): listeners of many processes that lost
+    their server together do not all reconnect in the same instant."""
+    return delay * (0.5 + random.random())
 
 
 class StorageError(Exception):
