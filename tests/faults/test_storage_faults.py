@@ -432,8 +432,10 @@ async def test_blackhole(fault_server: FaultServer) -> None:
         async def lift() -> None:
             proxy.mode = "pass"
 
+        # (Whether the proxy had to reset connections that lost bytes depends on whether
+        # the client had already closed them on its timeout: tests/faults/test_proxy.py
+        # checks the proxy itself.)
         await scenario(fault_server, inject, lift, url=fault_server.url(proxy.port))
-        assert proxy.resets > 0  # the connections that lost bytes were reset
 
 
 async def test_connection_resets(fault_server: FaultServer) -> None:
