@@ -42,7 +42,7 @@ def _available(version: str) -> bool:
 PYTHONS = [version for version in SUPPORTED if _available(version)]
 
 
-def _install(session: nox.Session, *groups: str, extras: str = "trio,redis,postgres") -> None:
+def _install(session: nox.Session, *groups: str, extras: str = "trio,redis,postgres,otel") -> None:
     for group in groups:
         session.install(*nox.project.dependency_groups(PYPROJECT, group))
     session.install("-e", f".[{extras}]" if extras else ".")
@@ -110,3 +110,48 @@ def docs_check(session: nox.Session) -> None:
     """Fail if docs/design.md's generated state diagram and tables are stale."""
     session.install("-e", ".")
     session.run("python", "scripts/state_diagram.py", "--check")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site: ``mkdocs build --strict`` (any warning fails) into site/."""
+    _install(session, "docs")
+    session.run("mkdocs", "build", "--strict", "--site-dir", "site", *session.posargs)
+
+
+@nox.session(python=PYTHONS[-1:] or None)
+def wheel(session: nox.Session) -> None:
+    """Build the sdist and wheel, check them, and run the test suite against the wheel.
+
+    The tests import the installed wheel, not ``src/``: they run from a copy of ``tests/``
+    and ``properties/`` outside the checkout, so ``src`` cannot shadow the package.
+    """
+    import tempfile
+
+    session.install("build", "twine")
+    dist = Path(tempfile.mkdtemp(prefix="bm-dist-"))
+    session.run("python", "-m", "build", "--outdir", str(dist), str(ROOT))
+    wheels = sorted(dist.glob("*.whl"))
+    sdists = sorted(dist.glob("*.tar.gz"))
+    if len(wheels) != 1 or len(sdists) != 1:
+        session.error(f"expected one wheel and one sdist in {dist}, found {wheels + sdists}")
+    session.run("twine", "check", "--strict", *map(str, wheels + sdists))
+    session.run("python", str(ROOT / "scripts" / "check_dist.py"), str(wheels[0]), str(sdists[0]))
+    session.install(*nox.project.dependency_groups(PYPROJECT, "test"))
+    session.install(f"{wheels[0]}[trio,redis,postgres,otel]", "--force-reinstall", "--no-deps")
+    session.install(f"{wheels[0]}[trio,redis,postgres,otel]")
+    session.install(*nox.project.dependency_groups(PYPROJECT, "typecheck"))
+    work = Path(tempfile.mkdtemp(prefix="bm-wheel-tests-")) / "checkout"
+    skip = shutil.ignore_patterns("src", ".git", ".venv", ".nox", "site", "__pycache__", "*.pyc")
+    shutil.copytree(ROOT, work, ignore=skip)
+    with session.chdir(work):
+        session.run(
+            "python",
+            "-c",
+            "import breaker_machines, sys; "
+            "assert 'site-packages' in breaker_machines.__file__, breaker_machines.__file__; "
+            "print('testing', breaker_machines.__file__)",
+        )
+        # Every public symbol of the installed package has a known type.
+        session.run("pyright", "--verifytypes", "breaker_machines", "--ignoreexternal")
+        session.run("python", "-m", "pytest", "tests", "properties", "-q", *session.posargs)

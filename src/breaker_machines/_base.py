@@ -246,7 +246,7 @@ class BreakerBase:
     ) -> None:
         if not isinstance(name, str):
             raise ConfigError("name", name, "must be a string")
-        self.name = name
+        self.name: str = name
         self._timeout = _seconds("timeout", timeout)
         if policy is None:
             rules = (consecutive_failures, failures, within, failure_rate, slow_call_rate)
@@ -304,7 +304,7 @@ class BreakerBase:
                 default = _POLICY_DEFAULTS[field]
                 if type(value) is not type(default) or value != default:
                     raise ConfigError(field, value, "give it in the Policy, not beside policy=")
-        self.policy = policy
+        self.policy: Policy = policy
         self._jitter = policy.jitter > 0.0
         self._timed = policy.slow_call_duration is not None
 

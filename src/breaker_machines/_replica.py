@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Replica"]
 
-logger = logging.getLogger("breaker_machines")
+logger: logging.Logger = logging.getLogger("breaker_machines")
 
 _SUCCESS: Final = Outcome.SUCCESS
 _FAILURE: Final = Outcome.FAILURE

@@ -13,7 +13,7 @@ from ._core.status import Reason, State
 
 __all__ = ["Callback", "Rejection", "StorageEvent", "Transition"]
 
-logger = logging.getLogger("breaker_machines")
+logger: logging.Logger = logging.getLogger("breaker_machines")
 
 
 @dataclass(frozen=True, slots=True)

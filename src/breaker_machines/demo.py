@@ -30,16 +30,18 @@ class FlakyService:
         self.started = started
         self.outage_at = outage_at
         self.recovery_at = recovery_at
-        self.random = random.Random(seed)
-        self.reached = 0
+        self.random: random.Random = random.Random(seed)
+        self.reached: int = 0
 
     def phase(self) -> str:
+        """``"down"`` between the outage and the recovery, ``"healthy"`` otherwise."""
         elapsed = time.monotonic() - self.started
         if self.outage_at <= elapsed < self.recovery_at:
             return "down"
         return "healthy"
 
     async def fetch(self) -> str:
+        """One request: fails (or hangs) while down, answers (with rare blips) when healthy."""
         self.reached += 1
         draw = self.random.random()
         if self.phase() == "down":

@@ -72,8 +72,8 @@ class BulkheadFullError(BreakerError):
     __slots__ = ("limit", "name")
 
     def __init__(self, name: str, limit: int) -> None:
-        self.name = name
-        self.limit = limit
+        self.name: str = name
+        self.limit: int = limit
 
     def __str__(self) -> str:
         return f"breaker {self.name!r}: all {self.limit} bulkhead slots are busy"
@@ -88,8 +88,8 @@ class CircuitTimeoutError(BreakerError, TimeoutError):
     __slots__ = ("name", "timeout")
 
     def __init__(self, name: str, timeout: float) -> None:
-        self.name = name
-        self.timeout = timeout
+        self.name: str = name
+        self.timeout: float = timeout
 
     def __str__(self) -> str:
         return f"breaker {self.name!r}: call timed out after {self.timeout}s"
@@ -107,8 +107,8 @@ class FailedResultError(BreakerError):
     __slots__ = ("name", "result")
 
     def __init__(self, name: str, result: object) -> None:
-        self.name = name
-        self.result = result
+        self.name: str = name
+        self.result: object = result
 
     def __str__(self) -> str:
         return f"breaker {self.name!r}: result {self.result!r} counted as a failure"

@@ -51,10 +51,10 @@ try:
         precondition,
         rule,
     )
-except ImportError as error:  # pragma: no cover - depends on the environment
+except ImportError as _missing:  # pragma: no cover - depends on the environment
     raise ImportError(
         "breaker_machines.testing needs Hypothesis: pip install hypothesis"
-    ) from error
+    ) from _missing
 
 __all__ = ["MachineClock", "breaker_machine"]
 
@@ -66,7 +66,7 @@ class MachineClock:
     """The fake clock the machine moves by hand."""
 
     def __init__(self) -> None:
-        self.now = 1_000.0
+        self.now: float = 1_000.0
 
     def __call__(self) -> float:
         return self.now
