@@ -116,6 +116,7 @@ def docs_check(session: nox.Session) -> None:
 def docs(session: nox.Session) -> None:
     """The documentation site: ``mkdocs build --strict`` (any warning fails) into site/."""
     _install(session, "docs")
+    session.env["NO_MKDOCS_2_WARNING"] = "1"  # mkdocs-material's banner about MkDocs 2
     session.run("mkdocs", "build", "--strict", "--site-dir", "site", *session.posargs)
 
 
