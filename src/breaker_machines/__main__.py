@@ -8,6 +8,7 @@ import sys
 
 import anyio
 
+from ._cli import COMMANDS, add_commands, run
 from .demo import run_demo
 
 __all__ = ["main"]
@@ -28,7 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     ddl.add_argument("--schema", default="breaker_machines", help="default: breaker_machines")
     ddl.add_argument("--table", default="breakers", help="default: breakers")
+    add_commands(commands)
     args = parser.parse_args(argv)
+    if args.command in COMMANDS:
+        return run(args)
     if args.command == "ddl":
         from ._core.errors import ConfigError
         from .storage.postgres import PostgresStorage

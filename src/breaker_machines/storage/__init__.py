@@ -16,6 +16,7 @@ from .shared import (
     SharedRecord,
     SharedStorage,
     StorageError,
+    StoredBreaker,
 )
 
 __all__ = [
@@ -28,4 +29,5 @@ __all__ = [
     "SharedRecord",
     "SharedStorage",
     "StorageError",
+    "StoredBreaker",
 ]

@@ -7,9 +7,9 @@ from typing import Any, cast
 
 from .._core.policy import Policy
 from .._core.status import Reason, State
-from .shared import Bucket, SharedRecord
+from .shared import Bucket, SharedRecord, StoredBreaker
 
-__all__ = ["parse_record"]
+__all__ = ["parse_inspection", "parse_record"]
 
 _STATES = {state.value: state for state in State}
 _REASONS = {reason.value: reason for reason in Reason}
@@ -79,6 +79,31 @@ def parse_record(data: Any, policy: Policy | None) -> SharedRecord:
         probes=_count(raw.get("probes", 0)),
         missing=bool(raw.get("missing", 0)),
         origin=origin,
+    )
+
+
+def parse_inspection(name: str, data: Any) -> StoredBreaker:
+    """A record read for inspection: the record's fields, plus ``totals`` (failures of
+    the failure window; calls, failures and slow calls of the rate window, over every
+    stored bucket) and ``expires_in``."""
+    record = parse_record(data, None)
+    raw = cast("dict[str, Any]", data)
+    totals = raw.get("totals", [0, 0, 0, 0])
+    if isinstance(totals, dict) and not totals:  # cjson writes an empty table as {}
+        totals = [0, 0, 0, 0]
+    if not isinstance(totals, list) or len(totals) != 4:  # pyright: ignore[reportUnknownArgumentType]
+        raise TypeError(f"{totals!r} is not four totals")
+    failures, calls, rate_failures, slow = (_count(t) for t in totals)  # pyright: ignore[reportUnknownVariableType]
+    if rate_failures > calls or slow > calls:
+        raise ValueError(f"totals {totals!r} are impossible")
+    return StoredBreaker(
+        name=name,
+        record=record,
+        window_failures=failures,
+        rate_calls=calls,
+        rate_failures=rate_failures,
+        rate_slow=slow,
+        expires_in=_duration(raw.get("expires_in")),
     )
 
 

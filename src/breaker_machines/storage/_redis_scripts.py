@@ -14,7 +14,7 @@ last ``seq`` applied), which makes a resent flush count once.
 
 from __future__ import annotations
 
-__all__ = ["ACQUIRE", "FLUSH", "PROPOSE"]
+__all__ = ["ACQUIRE", "FLUSH", "PROPOSE", "READ"]
 
 # Shared helpers, pasted at the top of each script (scripts cannot share functions).
 _PRELUDE = r"""
@@ -249,5 +249,29 @@ end
 redis.call('ZADD', KEYS[3], stamp(now + tonumber(ARGV[5])), ARGV[6])
 touch(tonumber(ARGV[2]), KEYS)
 return cjson.encode({1, record(h, now, KEYS[2], KEYS[3], none, nil)})
+"""
+)
+
+#: Read a record for inspection (operator tools): writes nothing, extends no TTL. Window
+#: counts are totals over the stored buckets (the policy's widths are not known here).
+#: ARGV: shift.
+READ = (
+    _PRELUDE
+    + r"""
+local now = clock(ARGV[1])
+local h = read(KEYS[1])
+local rec = record(h, now, KEYS[2], KEYS[3], {0, 0, 0, 0}, nil)
+local totals = {0, 0, 0, 0}
+local slots = {f = 1, c = 2, x = 3, s = 4}
+for field, value in pairs(read(KEYS[2])) do
+  local slot = slots[string.sub(field, 1, 1)]
+  if slot ~= nil and string.sub(field, 2, 2) == ':' then
+    totals[slot] = totals[slot] + num(value, 0)
+  end
+end
+rec.totals = totals
+local ttl = redis.call('PTTL', KEYS[1])
+if h.version ~= nil and ttl >= 0 then rec.expires_in = ttl / 1000 end
+return cjson.encode(rec)
 """
 )

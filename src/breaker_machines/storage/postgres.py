@@ -29,22 +29,24 @@ from .._core.errors import ConfigError
 from .._core.policy import Policy
 from . import _postgres_sql
 from ._bridge import DirectExecutor, Executor, executor_for_current_loop
-from ._records import parse_record
+from ._records import parse_inspection, parse_record
 from ._urls import check_postgres_dsn, check_url, hidden, redacted
 from .shared import (
     Batch,
     CorruptRecordError,
+    KeyWatcher,
     Proposal,
     SharedRecord,
     SharedStorage,
     StorageError,
+    StoredBreaker,
     Watcher,
     jittered,
 )
 
 __all__ = ["PostgresStorage"]
 
-logger = logging.getLogger("breaker_machines.storage.postgres")
+logger: logging.Logger = logging.getLogger("breaker_machines.storage.postgres")
 
 T = TypeVar("T")
 
@@ -57,6 +59,7 @@ _CORRUPT = frozenset({"22P02", "22023", "22003"})
 
 
 def check_identifier(field: str, value: object) -> str:
+    """Return ``value`` if it is a safe SQL identifier, else raise ConfigError for ``field``."""
     if not isinstance(value, str) or not _IDENTIFIER.fullmatch(value):
         raise ConfigError(
             field,
@@ -136,16 +139,16 @@ class PostgresStorage(SharedStorage):
         self._dsn = dsn
         self._pool: Any = pool
         self._owns_pool = pool is None
-        self.schema = check_identifier("schema", schema)
+        self.schema: str = check_identifier("schema", schema)
         if schema.startswith("pg_"):
             raise ConfigError("schema", schema, "must not start with pg_ (reserved by PostgreSQL)")
-        self.table = check_identifier("table", table)
+        self.table: str = check_identifier("table", table)
         if table.endswith(("_meta", "_buckets", "_probes")):
             # <table>_meta etc. are the storage's own tables: "t" and "t_meta" would clash.
             raise ConfigError("table", table, "must not end in _meta, _buckets or _probes")
         self.create = create
-        self.ttl = _seconds("ttl", ttl)
-        self.sweep_interval = _seconds("sweep_interval", sweep_interval)
+        self.ttl: float = _seconds("ttl", ttl)
+        self.sweep_interval: float = _seconds("sweep_interval", sweep_interval)
         self._configure(
             flush_interval=flush_interval,
             flush_size=flush_size,
@@ -153,7 +156,7 @@ class PostgresStorage(SharedStorage):
             timeout=timeout,
         )
         self._max_connections = max_connections
-        self.channel = f"{schema}.{table}"
+        self.channel: str = f"{schema}.{table}"
         if len(self.channel.encode()) > 63:  # PostgreSQL truncates identifiers at 63 bytes
             raise ConfigError(
                 "table", table, f"schema and table names together exceed 62 characters ({schema})"
@@ -173,15 +176,48 @@ class PostgresStorage(SharedStorage):
         self._version_sql = (
             f"SELECT value FROM {prefix}{names['meta']} WHERE key = 'schema_version'"
         )
+        # The read side of operator tools (plain statements: no function of the schema,
+        # so they work on a schema made by any release with this table layout).
+        table_ref = f"{prefix}{names['table']}"
+        buckets_ref = f"{prefix}{names['buckets']}"
+        probes_ref = f"{prefix}{names['probes']}"
+        self._names_sql = (
+            f"SELECT coalesce(jsonb_agg(name ORDER BY name), '[]'::jsonb)::text FROM {table_ref}"
+        )
+        self._name_of_sql = (
+            f"SELECT coalesce((SELECT to_jsonb(name) FROM {table_ref} WHERE md5(name) = $1 "
+            "LIMIT 1), 'null'::jsonb)::text"
+        )
+        self._inspect_sql = f"""
+            SELECT (CASE WHEN t.name IS NULL THEN jsonb_build_object(
+                'status', 'closed', 'version', 0, 'trips', 0, 'reason', '', 'missing', 1)
+            ELSE jsonb_build_object(
+                'status', t.status, 'version', t.version, 'trips', t.trips,
+                'reason', t.reason, 'cf', t.consecutive_failures,
+                'hos', t.half_open_successes, 'rhead', t.rate_head, 'origin', t.origin,
+                'missing', 0, 'opened_ago', c.now_ - t.opened_at,
+                'retry_in', t.retry_at - c.now_, 'expires_in', t.expires_at - c.now_,
+                'probes', (SELECT count(*) FROM {probes_ref} p
+                           WHERE p.name = t.name AND p.lease_until > c.now_),
+                'totals', (SELECT jsonb_build_array(
+                        coalesce(sum(b.failures) FILTER (WHERE b.kind = 'f'), 0),
+                        coalesce(sum(b.calls) FILTER (WHERE b.kind = 'r'), 0),
+                        coalesce(sum(b.failures) FILTER (WHERE b.kind = 'r'), 0),
+                        coalesce(sum(b.slow) FILTER (WHERE b.kind = 'r'), 0))
+                    FROM {buckets_ref} b WHERE b.name = t.name))
+            END)::text
+            FROM (SELECT extract(epoch FROM clock_timestamp()) + $2 AS now_) AS c
+            LEFT JOIN {table_ref} AS t ON t.name = $1"""
         self._executor: Executor | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
         self._watchers: dict[str, list[tuple[str, Watcher]]] = {}
+        self._all_watchers: list[KeyWatcher] = []
         self._ready = False
         self._shift = 0.0
         self._subscribed = anyio.Event()
-        self.errors = 0
+        self.errors: int = 0
         """Operations that failed (unreachable, timed out, bad data) since the storage was built."""
-        self.statements = 0
+        self.statements: int = 0
         """Statements sent (one per operation): what the benchmark counts."""
 
     def __repr__(self) -> str:
@@ -521,6 +557,49 @@ class PostgresStorage(SharedStorage):
                 watcher(record)
             except Exception:
                 logger.exception("a watcher of %r raised", name)
+        for every in list(self._all_watchers):
+            try:
+                every(key, record)
+            except Exception:
+                logger.exception("a watcher of every breaker raised (at key %s)", key)
+
+    def watch_all(self, watcher: KeyWatcher) -> Callable[[], None]:
+        """Call ``watcher`` with ``(key, record)`` for each transition notified for any
+        breaker of this table. A notification carries the MD5 of the name, not the name
+        (payloads are bounded): :meth:`name_of` turns the key into the name."""
+        self._all_watchers.append(watcher)
+
+        def stop() -> None:
+            if watcher in self._all_watchers:
+                self._all_watchers.remove(watcher)
+
+        return stop
+
+    async def name_of(self, key: str) -> str | None:
+        """The name of the stored breaker whose notifications carry ``key`` (the MD5 of
+        its name), or ``None`` (one statement; scans the table)."""
+        answer = await self._call("name_of", self._name_of_sql, key)
+        if answer is not None and not isinstance(answer, str):
+            self.errors += 1
+            raise StorageError(f"postgres name_of: unreadable answer {answer!r}")
+        return answer
+
+    async def breaker_names(self) -> list[str]:
+        """The names of the breakers stored in this table, sorted (one statement)."""
+        answer = await self._call("names", self._names_sql)
+        if not isinstance(answer, list) or not all(isinstance(n, str) for n in answer):  # pyright: ignore[reportUnknownVariableType]
+            self.errors += 1
+            raise StorageError(f"postgres names: unreadable answer {answer!r}")
+        return cast("list[str]", answer)
+
+    async def inspect(self, name: str) -> StoredBreaker:
+        """Read breaker ``name`` as stored (one statement; writes nothing)."""
+        raw = await self._call("inspect", self._inspect_sql, name, self._shift)
+        try:
+            return parse_inspection(name, raw)
+        except (KeyError, TypeError, ValueError) as error:
+            self.errors += 1
+            raise CorruptRecordError(f"postgres: malformed record {raw!r} ({error})") from None
 
     async def wait_subscribed(self) -> None:
         """Wait until the storage listens for notified transitions (tests, start-up)."""

@@ -29,15 +29,17 @@ from .._core.errors import ConfigError
 from .._core.policy import Policy
 from . import _redis_scripts
 from ._bridge import Executor, executor_for_current_loop
-from ._records import parse_record
+from ._records import parse_inspection, parse_record
 from ._urls import check_redis_url, check_url, hidden, redacted
 from .shared import (
     Batch,
     CorruptRecordError,
+    KeyWatcher,
     Proposal,
     SharedRecord,
     SharedStorage,
     StorageError,
+    StoredBreaker,
     Watcher,
     jittered,
 )
@@ -47,7 +49,7 @@ if TYPE_CHECKING:
 
 __all__ = ["RedisStorage"]
 
-logger = logging.getLogger("breaker_machines.storage.redis")
+logger: logging.Logger = logging.getLogger("breaker_machines.storage.redis")
 
 T = TypeVar("T")
 
@@ -62,6 +64,11 @@ def _check_prefix(prefix: object) -> str:
     if len(prefix) > 200 or not prefix.isprintable():
         raise ConfigError("prefix", prefix, "must be at most 200 printable characters")
     return prefix
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` as a literal inside a Redis ``MATCH`` pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 def _seconds(field: str, value: object) -> float:
@@ -123,8 +130,8 @@ class RedisStorage(SharedStorage):
         self._url = url
         self._client: Any = client
         self._owns_client = client is None
-        self.prefix = _check_prefix(prefix)
-        self.ttl = _seconds("ttl", ttl)
+        self.prefix: str = _check_prefix(prefix)
+        self.ttl: float = _seconds("ttl", ttl)
         self._configure(
             flush_interval=flush_interval,
             flush_size=flush_size,
@@ -132,14 +139,15 @@ class RedisStorage(SharedStorage):
             timeout=timeout,
         )
         self._max_connections = max_connections
-        self.channel = f"{self.prefix}:transitions"
+        self.channel: str = f"{self.prefix}:transitions"
         self._executor: Executor | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
         self._scripts: dict[str, Any] = {}
         self._watchers: dict[str, list[Watcher]] = {}
+        self._all_watchers: list[KeyWatcher] = []
         self._shift = 0.0
         self._subscribed = anyio.Event()
-        self.errors = 0
+        self.errors: int = 0
         """Operations that failed (unreachable, timed out, bad data) since the storage was built."""
 
     def __repr__(self) -> str:
@@ -180,6 +188,7 @@ class RedisStorage(SharedStorage):
                 ("flush", _redis_scripts.FLUSH),
                 ("propose", _redis_scripts.PROPOSE),
                 ("acquire", _redis_scripts.ACQUIRE),
+                ("read", _redis_scripts.READ),
             ):
                 self._scripts[key] = self._client.register_script(text)
             task_group = anyio.create_task_group()
@@ -416,6 +425,22 @@ class RedisStorage(SharedStorage):
                 watcher(record)
             except Exception:
                 logger.exception("a watcher of %r raised", name)
+        for every in list(self._all_watchers):
+            try:
+                every(name, record)
+            except Exception:
+                logger.exception("a watcher of every breaker raised (at %r)", name)
+
+    def watch_all(self, watcher: KeyWatcher) -> Callable[[], None]:
+        """Call ``watcher`` with ``(name, record)`` for each transition published for any
+        breaker of this prefix (on Redis a breaker's key is its name)."""
+        self._all_watchers.append(watcher)
+
+        def stop() -> None:
+            if watcher in self._all_watchers:
+                self._all_watchers.remove(watcher)
+
+        return stop
 
     async def wait_subscribed(self) -> None:
         """Wait until the storage listens for published transitions (tests, start-up)."""
@@ -432,6 +457,48 @@ class RedisStorage(SharedStorage):
         ):
             raise ConfigError("seconds", seconds, "must be a finite number")
         self._shift += float(seconds)
+
+    async def breaker_names(self) -> list[str]:
+        """The names of the breakers stored under this prefix, sorted (``SCAN``, a few
+        hundred keys per round trip; each bounded by ``timeout``)."""
+        client = self._client
+        pattern = _glob_escape(self.prefix) + ":{~*}:state"
+        found: set[str] = set()
+        cursor: Any = 0
+
+        async def scan(at: Any) -> Any:
+            return await client.scan(cursor=at, match=pattern, count=500)
+
+        while True:
+            cursor, keys = await self._run("scan", scan, cursor)
+            for key in keys:
+                name = self._name_of_key(key)
+                if name is not None:
+                    found.add(name)
+            if int(cursor) == 0:
+                return sorted(found)
+
+    def _name_of_key(self, key: Any) -> str | None:
+        """The name whose record key is ``key`` (None: a key this storage did not make)."""
+        text = key.decode("utf-8", "surrogateescape") if isinstance(key, bytes) else str(key)
+        head = f"{self.prefix}:{{~"
+        if not (text.startswith(head) and text.endswith("}:state")):
+            return None
+        tag = text[len(head) : -len("}:state")]
+        try:
+            name = urllib.parse.unquote_to_bytes(tag).decode("utf-8", "surrogatepass")
+        except UnicodeDecodeError:
+            return None
+        return name if self.keys(name)[0] == text else None
+
+    async def inspect(self, name: str) -> StoredBreaker:
+        """Read breaker ``name`` as stored (one script; writes nothing)."""
+        raw = await self._script("read", name, [repr(self._shift)])
+        try:
+            return parse_inspection(name, raw)
+        except (KeyError, TypeError, ValueError) as error:
+            self.errors += 1
+            raise CorruptRecordError(f"redis: malformed record {raw!r} ({error})") from None
 
     async def delete(self, name: str) -> None:
         """Remove every key of breaker ``name``."""

@@ -14,6 +14,11 @@ four operations, each one round trip:
   with a lease that expires on the storage's clock.
 * :meth:`SharedStorage.watch`: register for the transitions other processes publish.
 
+Operator tools (``python -m breaker_machines status``/``watch``) also use a read side that
+needs no policy: :meth:`SharedStorage.breaker_names`, :meth:`SharedStorage.inspect`,
+:meth:`SharedStorage.watch_all` and :meth:`SharedStorage.name_of`. A storage may leave
+them unimplemented (they raise ``NotImplementedError``); breakers never call them.
+
 Times cross the protocol as *durations relative to the storage server's clock*
 (``retry_in``, ``opened_ago``, ``open_for``): the storage stamps absolute times with its
 own clock, and each process converts them to its local clock on arrival. Skew between
@@ -25,7 +30,7 @@ from __future__ import annotations
 import logging
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -40,10 +45,11 @@ __all__ = [
     "SharedRecord",
     "SharedStorage",
     "StorageError",
+    "StoredBreaker",
     "Watcher",
 ]
 
-logger = logging.getLogger("breaker_machines")
+logger: logging.Logger = logging.getLogger("breaker_machines")
 
 Bucket = tuple[int, int, int]
 """``(calls, failures, slow)`` of one window bucket."""
@@ -134,6 +140,34 @@ class SharedRecord:
 
 Watcher = Callable[[SharedRecord], None]
 """Called (in the event loop that opened the storage) with each published transition."""
+
+KeyWatcher = Callable[[str, SharedRecord], None]
+"""Called with the *key* of the breaker (see :meth:`SharedStorage.name_of`) and the record
+of each transition published for any breaker of the storage."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBreaker:
+    """A breaker as a storage holds it, read for inspection, without a policy.
+
+    ``record`` is the stored circuit (its windows left empty, times relative to the
+    storage server's clock; ``record.missing`` when nothing is stored under ``name``).
+    Without the policy the storage cannot tell which window buckets are still inside the
+    window, so the counts are totals over the buckets it holds: ``window_failures`` of
+    the failure window (``failures=`` within ``within=``), ``rate_calls``,
+    ``rate_failures`` and ``rate_slow`` of the rate window. Buckets that left the window
+    are pruned at the breaker's next write, so these may include calls that already aged
+    out. ``expires_in`` is how long until the storage drops the record unless some
+    process writes to it (``None``: unknown or never).
+    """
+
+    name: str
+    record: SharedRecord
+    window_failures: int = 0
+    rate_calls: int = 0
+    rate_failures: int = 0
+    rate_slow: int = 0
+    expires_in: float | None = None
 
 
 class SharedStorage(ABC):
@@ -235,6 +269,44 @@ class SharedStorage(ABC):
     def watch(self, name: str, watcher: Watcher) -> Callable[[], None]:
         """Call ``watcher`` with every transition published for ``name``; returns the
         function that stops it."""
+
+    # ------------------------------------------------------------------ read side (tools)
+
+    async def breaker_names(self) -> list[str]:
+        """The names of the breakers the storage holds a record for, sorted.
+
+        For operator tools; breakers never call it. The default raises
+        ``NotImplementedError``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot list its breakers")
+
+    async def inspect(self, name: str) -> StoredBreaker:
+        """Read breaker ``name`` as stored, without a policy and without writing anything
+        (no TTL is extended). Raises :class:`CorruptRecordError` for a record that does not
+        validate. The default raises ``NotImplementedError``."""
+        raise NotImplementedError(f"{type(self).__name__} cannot inspect its breakers")
+
+    async def inspect_many(self, names: Sequence[str]) -> list[StoredBreaker | CorruptRecordError]:
+        """:meth:`inspect` each of ``names``; a corrupt record is returned as its error
+        (one bad record does not hide the others)."""
+        found: list[StoredBreaker | CorruptRecordError] = []
+        for name in names:
+            try:
+                found.append(await self.inspect(name))
+            except CorruptRecordError as error:
+                found.append(error)
+        return found
+
+    def watch_all(self, watcher: KeyWatcher) -> Callable[[], None]:
+        """Call ``watcher`` with every transition published for any breaker of the storage,
+        with the breaker's key (turn it into its name with :meth:`name_of`). Returns the
+        function that stops it. The default raises ``NotImplementedError``."""
+        raise NotImplementedError(f"{type(self).__name__} cannot watch every breaker")
+
+    async def name_of(self, key: str) -> str | None:
+        """The name of the breaker whose transitions are published under ``key`` (``None``:
+        no such breaker is stored). The default: the key is the name."""
+        return key
 
     def on_gap(self, hook: Callable[[], None]) -> Callable[[], None]:
         """Call ``hook`` whenever published transitions may have been missed: each time
