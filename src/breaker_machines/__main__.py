@@ -16,7 +16,11 @@ __all__ = ["main"]
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m breaker_machines`` and the ``breaker-machines`` script."""
-    parser = argparse.ArgumentParser(prog="breaker-machines", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="breaker-machines",
+        description="Circuit breakers for structured concurrency: a demo, the PostgreSQL DDL, "
+        "and operator commands for breakers stored in Redis or PostgreSQL.",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="watch a breaker protect a flaky service")
     demo.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")

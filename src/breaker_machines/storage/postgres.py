@@ -358,15 +358,30 @@ class PostgresStorage(SharedStorage):
             return cast("str | None", await connection.fetchval(version_sql))
 
         async def ensure() -> str | None:
-            async with pool.acquire() as connection, connection.transaction():
-                # One process at a time; the DDL runs only where the schema is missing, so
-                # a schema another release made is never touched, only refused.
-                await connection.execute("SELECT pg_advisory_xact_lock(hashtext($1))", lock_key)
-                version = await read_version(connection)
-                if version is None and create:
-                    await connection.execute(ddl)
+            import asyncpg
+
+            connection = await pool.acquire()
+            try:
+                async with connection.transaction():
+                    # One process at a time; the DDL runs only where the schema is missing,
+                    # so a schema another release made is never touched, only refused.
+                    await connection.execute(
+                        "SELECT pg_advisory_xact_lock(hashtext($1))", lock_key
+                    )
                     version = await read_version(connection)
-                return version
+                    if version is None and create:
+                        await connection.execute(ddl)
+                        version = await read_version(connection)
+                    return version
+            except BaseException as error:
+                # Cut off (cancelled, timed out, the server gone): the transaction may still
+                # be open on the server, and a connection released so is reset with a
+                # warning on stderr ("Resetting connection with an active transaction").
+                if not isinstance(error, asyncpg.PostgresError):
+                    connection.terminate()
+                raise
+            finally:
+                await pool.release(connection)
 
         version = await self._run("schema", ensure)
         if version is None or version != str(_postgres_sql.SCHEMA_VERSION):
