@@ -11,7 +11,7 @@ from ._core.errors import ConfigError, InvalidEvent
 from ._core.policy import Policy
 from ._core.status import Outcome, Reason, State
 from .breaker import Breaker, Guard, running
-from .callbacks import Rejection, StorageEvent, Transition
+from .callbacks import CallObserver, Rejection, StorageEvent, Transition
 from .errors import (
     BreakerError,
     BulkheadFullError,
@@ -31,6 +31,7 @@ __all__ = [
     "BreakerRegistry",
     "BreakerStats",
     "BulkheadFullError",
+    "CallObserver",
     "CircuitOpenError",
     "CircuitTimeoutError",
     "ConfigError",

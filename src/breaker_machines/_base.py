@@ -9,8 +9,10 @@ Nothing here awaits, and nothing here is held across the user's code.
 from __future__ import annotations
 
 import inspect
+import logging
 import math
 import random as _random
+import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -41,6 +43,7 @@ from ._core.status import Outcome, State
 from ._core.transitions import step
 from ._core.window import totals_at
 from .callbacks import (
+    CallObserver,
     Rejection,
     StorageEvent,
     Transition,
@@ -60,6 +63,51 @@ if TYPE_CHECKING:
     from ._replica import Replica
 
 __all__ = ["NO_FALLBACK", "BreakerBase", "DegradedMode", "ExceptionRule"]
+
+_DEBUG: Final = logging.DEBUG
+
+
+class _Switch:
+    """``_LOG.debug``: may DEBUG records of the logger be emitted? False only once the
+    logger said no, and until its levels change. Rejections can come at the rate of the
+    calls: with DEBUG off, the guards pay one attribute read for logging them."""
+
+    __slots__ = ("debug",)
+
+    def __init__(self) -> None:
+        self.debug = True
+
+
+_LOG: Final = _Switch()
+_LOG_LOCK: Final = threading.Lock()
+
+
+class _LevelCache(dict[int, bool]):
+    """The logger's own cache of ``isEnabledFor()`` answers (``logger._cache``), which the
+    logging module clears in place on every level change (``setLevel()`` of any logger,
+    ``logging.disable()``): clearing it turns ``_LOG.debug`` back on."""
+
+    __slots__ = ()
+
+    def clear(self) -> None:
+        with _LOG_LOCK:
+            super().clear()
+            _LOG.debug = True
+
+
+def _hook_level_cache() -> _LevelCache | None:
+    """Put a _LevelCache in place of the logger's cache; None if it has no such cache (then
+    ``_LOG.debug`` stays on and every rejection asks the logger)."""
+    cache: object = getattr(logger, "_cache", None)
+    if type(cache) is not dict:
+        return None
+    hooked = _LevelCache(cast("dict[int, bool]", cache))
+    setattr(logger, "_cache", hooked)  # noqa: B010 - not a declared attribute of Logger
+    return hooked
+
+
+_LEVEL_CACHE: Final = _hook_level_cache()
+_OBSERVERS_LOCK: Final = threading.Lock()
 
 NO_FALLBACK: Final[Any] = object()
 _DEFAULT_CONSECUTIVE_FAILURES: Final = 5
@@ -169,6 +217,7 @@ class BreakerBase:
         "_inert",
         "_jitter",
         "_max_concurrent",
+        "_observers",
         "_on_close",
         "_on_degraded",
         "_on_half_open",
@@ -306,6 +355,7 @@ class BreakerBase:
                     raise ConfigError(field, value, "give it in the Policy, not beside policy=")
         self.policy: Policy = policy
         self._jitter = policy.jitter > 0.0
+        self._observers: tuple[CallObserver, ...] = ()
         self._timed = policy.slow_call_duration is not None
 
         self._record_types, self._record_predicates = _rules("record", record)
@@ -496,6 +546,12 @@ class BreakerBase:
         if type(decision) is Rejected:
             assert isinstance(decision, Rejected)
             status = self._state.status
+            if _LOG.debug:
+                self._log_rejection(
+                    "forced_open" if status is State.FORCED_OPEN else "open",
+                    status,
+                    decision.retry_after,
+                )
             if self._on_reject:
                 self._fire(self._on_reject, Rejection(self.name, status, decision.retry_after))
             raise CircuitOpenError(self.name, decision.retry_after, status)
@@ -647,6 +703,41 @@ class BreakerBase:
             },
         )
 
+    def _log_rejection(self, reason: str, state: State, retry_after: float | None) -> None:
+        """Log a rejected call at DEBUG (``reason``: see docs/observability.md).
+
+        Callers check ``_LOG.debug`` first; this turns it off while DEBUG is disabled.
+        """
+        if not logger.isEnabledFor(_DEBUG):
+            cache = _LEVEL_CACHE
+            current: object = getattr(logger, "_cache", None)
+            if cache is not None and current is cache:
+                with _LOG_LOCK:  # a level change clearing the cache now turns it back on
+                    if cache.get(_DEBUG) is False:
+                        _LOG.debug = False
+            return
+        logger.debug(
+            "breaker %r: call rejected (%s) while %s; retry after %s",
+            self.name,
+            reason,
+            state.value,
+            "n/a" if retry_after is None else f"{retry_after:.3f}s",
+            extra={
+                "breaker": self.name,
+                "state": state.value,
+                "retry_after": retry_after,
+                "reason": reason,
+            },
+        )
+
+    def _observe(self, outcome: Outcome, duration: float) -> None:
+        """Tell the call observers how a call ended; never raise into the caller."""
+        for observer in self._observers:
+            try:
+                observer(outcome, duration)
+            except Exception:
+                self._callback_failed("call_observer")
+
     def _fire(self, chosen: tuple[_Handler, ...], payload: object) -> None:
         """Call sync callbacks now and queue async ones; never raise into the caller."""
         for handler in chosen:
@@ -716,6 +807,51 @@ class BreakerBase:
         )
 
     # ------------------------------------------------------------------ public
+
+    def add_call_observer(self, observer: CallObserver) -> None:
+        """Call ``observer(outcome, duration)`` after every guarded call from now on.
+
+        ``outcome`` is the call's :class:`~breaker_machines.Outcome` and ``duration`` the
+        seconds it took by the breaker's clock (from admission, or from getting a bulkhead
+        slot, to the end). It is called synchronously, in the caller's thread or task, right
+        after the outcome is counted: keep it quick and non-blocking. An exception from it
+        is logged and counted in ``stats().callback_errors``, never raised into the caller.
+        Rejected calls are not observed (see ``stats()`` and the DEBUG log for those).
+
+        Observing costs a clock read and a call per guarded call; a breaker with no observer
+        pays nothing. A call already running when the first observer is added may not be
+        observed. An observer (compared with ``==``, so a bound method works) is added once.
+        """
+        check_function("observer", observer, arguments=2, what="a function of (outcome, duration)")
+        with _OBSERVERS_LOCK:
+            if observer in self._observers:
+                raise ConfigError("observer", observer, "is already observing this breaker")
+            self._observers = (*self._observers, observer)
+            self._retime()
+
+    def remove_call_observer(self, observer: CallObserver) -> None:
+        """Stop calling ``observer`` (added by :meth:`add_call_observer`)."""
+        with _OBSERVERS_LOCK:
+            kept = tuple(known for known in self._observers if known != observer)
+            if len(kept) == len(self._observers):
+                raise ConfigError("observer", observer, "is not observing this breaker")
+            self._observers = kept
+            self._retime()
+
+    def _outcome_counts(self) -> tuple[tuple[Outcome, int], ...]:
+        """The outcome totals, as ``stats()`` has them, read without folding pending
+        failures into the state: safe from any thread (a metrics exporter's)."""
+        return (
+            (_SUCCESS, self._successes),
+            (_FAILURE, self._failures),
+            (_TIMEOUT, self._timeouts),
+            (_IGNORED, self._ignored),
+            (_CANCELLED, self._cancelled),
+        )
+
+    def _retime(self) -> None:
+        """Derive whether calls are timed (runtimes extend it to re-derive their fast path)."""
+        self._timed = self.policy.slow_call_duration is not None or bool(self._observers)
 
     @property
     def state(self) -> State:

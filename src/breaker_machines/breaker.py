@@ -19,7 +19,7 @@ from typing import Any, Final, NoReturn, ParamSpec, TypeVar, cast
 import anyio
 import anyio.abc
 
-from ._base import BreakerBase
+from ._base import _LOG, BreakerBase
 from ._core.shortcuts import rejection_delay
 from ._core.status import Outcome, State
 from .callbacks import Rejection, refuse_non_functions
@@ -79,9 +79,14 @@ class Guard:
             delay = rejection_delay(b._state, b._clock())
             if delay is not None:  # the core would only reject: skip building an event
                 b._rejections += 1
-                raise CircuitOpenError(
-                    b.name, None if delay == math.inf else delay, b._state.status
-                )
+                retry_after = None if delay == math.inf else delay
+                if _LOG.debug:  # False while the logger's DEBUG is off
+                    b._log_rejection(
+                        "open" if retry_after is not None else "forced_open",
+                        b._state.status,
+                        retry_after,
+                    )
+                raise CircuitOpenError(b.name, retry_after, b._state.status)
         self._permit()
         self._slot = False
         if b._limiter is not None:
@@ -143,6 +148,8 @@ class Guard:
         b._give_back(generation, probe)
         b._rejections += 1
         status = b._state.status
+        if _LOG.debug:
+            b._log_rejection("fleet_probe", status, retry_after)
         if b._on_reject:
             b._fire(b._on_reject, Rejection(b.name, status, retry_after))
         raise CircuitOpenError(b.name, retry_after, status)
@@ -210,6 +217,8 @@ class Guard:
             b._rejections += 1
             replica = b._replica
             retry_after = None if replica is None else max(0.0, replica.retry_at - now)
+            if _LOG.debug:
+                b._log_rejection("degraded", status, retry_after)
             if b._on_reject:
                 b._fire(b._on_reject, Rejection(b.name, status, retry_after))
             raise CircuitOpenError(b.name, retry_after, status)
@@ -223,6 +232,8 @@ class Guard:
     def _refuse_bulkhead(self) -> NoReturn:
         b = self._b
         b._bulkhead_rejections += 1
+        if _LOG.debug:
+            b._log_rejection("bulkhead", b._state.status, None)
         if self._probe is not None:
             b._record(_CANCELLED, 0.0, self._gen, self._probe)  # give the probe permit back
         assert b._max_concurrent is not None
@@ -299,9 +310,17 @@ class Guard:
                 outcome = b._classify(exc)
             b._record(outcome, 0.0, self._gen, self._probe)
             return outcome
-        timed_out = False
         try:
             scope = self._scope
+        except AttributeError:  # entered the fast way, before an observer was added
+            if exc is None:
+                outcome = _FAILURE if failed_result else _SUCCESS
+            else:
+                outcome = b._classify(exc)
+            b._record(outcome, 0.0, self._gen, self._probe)
+            return outcome
+        timed_out = False
+        try:
             if scope is not None:
                 self._scope = None
                 timed_out = bool(scope.__exit__(exc_type, exc, tb)) and scope.cancelled_caught
@@ -316,8 +335,13 @@ class Guard:
                 outcome = _FAILURE if failed_result else _SUCCESS
             else:
                 outcome = b._classify(exc)
-            duration = b._clock() - self._start if b._timed else 0.0
-            b._record(outcome, duration, self._gen, self._probe)
+            if b._timed:
+                duration = b._clock() - self._start
+                b._record(outcome, duration, self._gen, self._probe)
+                if b._observers:
+                    b._observe(outcome, duration)
+            else:
+                b._record(outcome, 0.0, self._gen, self._probe)
         if timed_out:
             assert b._timeout is not None
             raise CircuitTimeoutError(b.name, b._timeout) from exc
@@ -327,8 +351,8 @@ class Guard:
 class Breaker(BreakerBase):
     """A circuit breaker for async code, under asyncio or trio (through anyio).
 
-    ``Breaker(name, **options)``; see the :doc:`reference <reference>` for every option.
-    Without a trip rule it opens after 5 consecutive failures. Use it as
+    ``Breaker(name, **options)``; see the :ref:`options reference <breaker-options>` for
+    every option. Without a trip rule it opens after 5 consecutive failures. Use it as
     ``with breaker.guard():``, ``async with breaker.guard():``, ``await breaker.call(fn,
     ...)`` or as a decorator on an async function. With the default memory storage it works
     with no runner; start :meth:`run` (or :func:`running`) in a task group for async
@@ -356,13 +380,18 @@ class Breaker(BreakerBase):
         self._limiter = (
             anyio.CapacityLimiter(self._max_concurrent) if self._max_concurrent else None
         )
-        self._plain = self._limiter is None and self._timeout is None and not self._timed
+        self._retime()
         self._quick_reject = not self._on_reject  # on_reject callbacks need the slow path
         self.guard = functools.partial(Guard, self)
         self._kick: anyio.Event | None = None
         self._runner_active = False
         shared = isinstance(self._storage, SharedStorage)
         self._async_enter = self._bulkhead_wait > 0.0 or shared
+
+    def _retime(self) -> None:
+        super()._retime()
+        # An observer needs the duration: a breaker with one leaves the plain path.
+        self._plain = self._limiter is None and self._timeout is None and not self._timed
 
     # ------------------------------------------------------------------ calling
 

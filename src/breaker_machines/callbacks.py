@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._core.errors import ConfigError
-from ._core.status import Reason, State
+from ._core.status import Outcome, Reason, State
 
-__all__ = ["Callback", "Rejection", "StorageEvent", "Transition"]
+__all__ = ["CallObserver", "Callback", "Rejection", "StorageEvent", "Transition"]
 
 logger: logging.Logger = logging.getLogger("breaker_machines")
 
@@ -65,6 +65,10 @@ class StorageEvent:
 
 Callback = Callable[[], Any] | Callable[[Any], Any]
 """A callback: sync or async, taking no argument or the event record."""
+
+CallObserver = Callable[[Outcome, float], object]
+"""A call observer (``breaker.add_call_observer``): a sync function of the outcome of a
+guarded call and its duration in seconds, called after every guarded call."""
 
 
 class _Handler:

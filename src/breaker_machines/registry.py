@@ -15,6 +15,7 @@ from ._base import BreakerBase, _finite
 from ._core.errors import ConfigError
 from ._core.status import State
 from .breaker import Breaker
+from .callbacks import check_function, logger
 
 __all__ = ["BreakerRegistry"]
 
@@ -72,6 +73,7 @@ class BreakerRegistry:
         self._breakers: OrderedDict[str, tuple[Breaker, float]] = OrderedDict()
         self._task_group: anyio.abc.TaskGroup | None = None
         self._scopes: dict[str, anyio.CancelScope] = {}
+        self._creation_observers: tuple[Callable[[Breaker], object], ...] = ()
 
     def get(self, key: str) -> Breaker:
         """The breaker for ``key``, created from the template on first use."""
@@ -90,7 +92,41 @@ class BreakerRegistry:
             self._drop_one(keep=key)
         if self._task_group is not None:
             self._task_group.start_soon(self._run_one, key, breaker)
+        for observer in self._creation_observers:
+            try:
+                observer(breaker)
+            except Exception:
+                logger.exception(
+                    "registry %r: creation observer %r raised; the breaker was made anyway",
+                    self.prefix,
+                    observer,
+                    extra={"breaker": breaker.name, "callback": "creation_observer"},
+                )
         return breaker
+
+    def breakers(self) -> list[Breaker]:
+        """The breakers held now, least recently used first (their use is not recorded)."""
+        return [breaker for breaker, _ in list(self._breakers.values())]
+
+    def add_creation_observer(self, observer: Callable[[Breaker], object]) -> None:
+        """Call ``observer(breaker)`` with every breaker this registry makes from now on.
+
+        It is called synchronously by :meth:`get`, after the breaker is made and before it
+        is returned (for example to attach a call observer, as
+        :func:`breaker_machines.otel.instrument` does). An exception from it is logged,
+        never raised. Breakers made earlier are in :meth:`breakers`.
+        """
+        check_function("observer", observer, arguments=1, what="a function of the new breaker")
+        if observer in self._creation_observers:
+            raise ConfigError("observer", observer, "is already observing this registry")
+        self._creation_observers = (*self._creation_observers, observer)
+
+    def remove_creation_observer(self, observer: Callable[[Breaker], object]) -> None:
+        """Stop calling ``observer`` (added by :meth:`add_creation_observer`)."""
+        kept = tuple(known for known in self._creation_observers if known != observer)
+        if len(kept) == len(self._creation_observers):
+            raise ConfigError("observer", observer, "is not observing this registry")
+        self._creation_observers = kept
 
     def __len__(self) -> int:
         return len(self._breakers)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Final, NoReturn, ParamSpec, TypeVar
 
-from ._base import BreakerBase
+from ._base import _LOG, BreakerBase
 from ._core.errors import ConfigError
 from ._core.records import Admitted, Event, Rejected
 from ._core.status import Outcome, State
@@ -67,6 +67,8 @@ class ThreadedGuard:
         b = self._b
         with b._lock:
             b._bulkhead_rejections += 1
+        if _LOG.debug:
+            b._log_rejection("bulkhead", b._state.status, None)
         if self._probe is not None:
             b._record(_CANCELLED, 0.0, self._gen, self._probe)
         assert b._max_concurrent is not None
@@ -90,8 +92,13 @@ class ThreadedGuard:
             outcome = _FAILURE if failed_result else _SUCCESS
         else:
             outcome = b._classify(exc)
-        duration = b._clock() - self._start if b._timed else 0.0
-        b._record(outcome, duration, self._gen, self._probe)
+        if b._timed:
+            duration = b._clock() - self._start
+            b._record(outcome, duration, self._gen, self._probe)
+            if b._observers:
+                b._observe(outcome, duration)
+        else:
+            b._record(outcome, 0.0, self._gen, self._probe)
         return outcome
 
 

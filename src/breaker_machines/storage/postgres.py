@@ -365,9 +365,7 @@ class PostgresStorage(SharedStorage):
                 async with connection.transaction():
                     # One process at a time; the DDL runs only where the schema is missing,
                     # so a schema another release made is never touched, only refused.
-                    await connection.execute(
-                        "SELECT pg_advisory_xact_lock(hashtext($1))", lock_key
-                    )
+                    await connection.execute("SELECT pg_advisory_xact_lock(hashtext($1))", lock_key)
                     version = await read_version(connection)
                     if version is None and create:
                         await connection.execute(ddl)
