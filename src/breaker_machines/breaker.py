@@ -44,6 +44,8 @@ _TIMEOUT: Final = Outcome.TIMEOUT
 _CANCELLED: Final = Outcome.CANCELLED
 _HALF_OPEN: Final = State.HALF_OPEN
 _OPEN: Final = State.OPEN
+# Admissions of one shared guard whose probe permit a new generation voided, at most.
+_PROBE_ATTEMPTS: Final = 3
 
 
 class Guard:
@@ -109,23 +111,34 @@ class Guard:
     async def _enter_shared(self) -> Guard:
         """Shared storage: a half-open probe needs one of the fleet's permits too."""
         b = self._b
-        status = b._state.status
-        if (status is not _HALF_OPEN and status is not _OPEN) or b._override is not None:
-            if b._bulkhead_wait <= 0.0 or b._limiter is None:
-                return self.__enter__()
-            return await self._enter_waiting()
         replica = b._replica
         assert replica is not None
-        now = b._clock()
-        admitted = b._admit(now)  # the core decides; raises CircuitOpenError on rejection
-        if admitted.probe is not None:
+        attempt = 0
+        while True:
+            status = b._state.status
+            if (status is not _HALF_OPEN and status is not _OPEN) or b._override is not None:
+                if b._bulkhead_wait <= 0.0 or b._limiter is None:
+                    return self.__enter__()
+                return await self._enter_waiting()
+            now = b._clock()
+            admitted = b._admit(now)  # the core decides; raises CircuitOpenError on rejection
+            if admitted.probe is None:
+                break
             try:
                 allowed = await replica.take_probe(admitted.generation, admitted.probe)
             except BaseException:
                 b._give_back(admitted.generation, admitted.probe)  # cancelled while admitted
                 raise
-            if not allowed:  # the fleet's permits are all out: the soonest frees within a lease
+            if allowed:
+                break
+            attempt += 1
+            if b._version == admitted.generation or attempt >= _PROBE_ATTEMPTS:
+                # The fleet's permits are all out: the soonest frees within a lease.
                 self._refuse_probe(admitted.generation, admitted.probe, b.policy.probe_lease)
+            # The circuit moved to a new generation while the permit was on its way (most
+            # often: another process wrote the same OPEN -> HALF_OPEN transition first and
+            # this one adopted it). That voids this permit, not the fleet's: ask again.
+            b._give_back(admitted.generation, admitted.probe)  # stale: changes nothing
         self._gen = admitted.generation
         self._probe = admitted.probe
         self._start = now
