@@ -730,6 +730,17 @@ class BreakerBase:
             },
         )
 
+    def _finish(self, outcome: Outcome, start: float, generation: int, probe: int | None) -> None:
+        """Report a guarded call that started at ``start``: timed if the policy or an
+        observer needs its duration, then observed."""
+        if self._timed:
+            duration = self._clock() - start
+            self._record(outcome, duration, generation, probe)
+            if self._observers:
+                self._observe(outcome, duration)
+        else:
+            self._record(outcome, 0.0, generation, probe)
+
     def _observe(self, outcome: Outcome, duration: float) -> None:
         """Tell the call observers how a call ended; never raise into the caller."""
         for observer in self._observers:

@@ -46,6 +46,7 @@ _HALF_OPEN: Final = State.HALF_OPEN
 _OPEN: Final = State.OPEN
 # Admissions of one shared guard whose probe permit a new generation voided, at most.
 _PROBE_ATTEMPTS: Final = 3
+_ENTERED_PLAINLY: Final = object()
 
 
 class Guard:
@@ -316,22 +317,17 @@ class Guard:
     ) -> Outcome:
         """Close the scope, free the slot, report the outcome; raise our own timeout."""
         b = self._b
-        if b._plain:  # no scope, no slot, no timing: the guard may have entered the fast way
+        # No scope, no slot, no timing when the guard entered the fast way (while the
+        # breaker was plain, or before an observer made it leave the plain path).
+        scope = None if b._plain else getattr(self, "_scope", _ENTERED_PLAINLY)
+        if scope is _ENTERED_PLAINLY or b._plain:
             if exc is None:
                 outcome = _FAILURE if failed_result else _SUCCESS
             else:
                 outcome = b._classify(exc)
             b._record(outcome, 0.0, self._gen, self._probe)
             return outcome
-        try:
-            scope = self._scope
-        except AttributeError:  # entered the fast way, before an observer was added
-            if exc is None:
-                outcome = _FAILURE if failed_result else _SUCCESS
-            else:
-                outcome = b._classify(exc)
-            b._record(outcome, 0.0, self._gen, self._probe)
-            return outcome
+        assert scope is None or isinstance(scope, anyio.CancelScope)
         timed_out = False
         try:
             if scope is not None:
@@ -348,13 +344,7 @@ class Guard:
                 outcome = _FAILURE if failed_result else _SUCCESS
             else:
                 outcome = b._classify(exc)
-            if b._timed:
-                duration = b._clock() - self._start
-                b._record(outcome, duration, self._gen, self._probe)
-                if b._observers:
-                    b._observe(outcome, duration)
-            else:
-                b._record(outcome, 0.0, self._gen, self._probe)
+            b._finish(outcome, self._start, self._gen, self._probe)
         if timed_out:
             assert b._timeout is not None
             raise CircuitTimeoutError(b.name, b._timeout) from exc

@@ -92,13 +92,7 @@ class ThreadedGuard:
             outcome = _FAILURE if failed_result else _SUCCESS
         else:
             outcome = b._classify(exc)
-        if b._timed:
-            duration = b._clock() - self._start
-            b._record(outcome, duration, self._gen, self._probe)
-            if b._observers:
-                b._observe(outcome, duration)
-        else:
-            b._record(outcome, 0.0, self._gen, self._probe)
+        b._finish(outcome, self._start, self._gen, self._probe)
         return outcome
 
 

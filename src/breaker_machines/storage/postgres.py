@@ -17,8 +17,8 @@ import json
 import logging
 import math
 import re
-from collections.abc import Awaitable, Callable
-from contextlib import suppress
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import asynccontextmanager, suppress
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
@@ -358,28 +358,15 @@ class PostgresStorage(SharedStorage):
             return cast("str | None", await connection.fetchval(version_sql))
 
         async def ensure() -> str | None:
-            import asyncpg
-
-            connection = await pool.acquire()
-            try:
-                async with connection.transaction():
-                    # One process at a time; the DDL runs only where the schema is missing,
-                    # so a schema another release made is never touched, only refused.
-                    await connection.execute("SELECT pg_advisory_xact_lock(hashtext($1))", lock_key)
+            async with _connection(pool) as connection, connection.transaction():
+                # One process at a time; the DDL runs only where the schema is missing, so
+                # a schema another release made is never touched, only refused.
+                await connection.execute("SELECT pg_advisory_xact_lock(hashtext($1))", lock_key)
+                version = await read_version(connection)
+                if version is None and create:
+                    await connection.execute(ddl)
                     version = await read_version(connection)
-                    if version is None and create:
-                        await connection.execute(ddl)
-                        version = await read_version(connection)
-                    return version
-            except BaseException as error:
-                # Cut off (cancelled, timed out, the server gone): the transaction may still
-                # be open on the server, and a connection released so is reset with a
-                # warning on stderr ("Resetting connection with an active transaction").
-                if not isinstance(error, asyncpg.PostgresError):
-                    connection.terminate()
-                raise
-            finally:
-                await pool.release(connection)
+                return version
 
         version = await self._run("schema", ensure)
         if version is None or version != str(_postgres_sql.SCHEMA_VERSION):
@@ -642,22 +629,30 @@ async def _keep_session(connection: Any) -> None:
     answering fails later, in a task asyncpg shields, where nobody can catch it."""
 
 
-async def _fetchval(pool: Any, sql: str, *args: Any) -> Any:
-    """``pool.fetchval``, except that a statement cut off (by the storage's timeout, a
-    cancellation, a dead server) closes its connection instead of resetting it: resetting
-    a connection whose server does not answer waits, in a task asyncpg shields, and fails
-    later where nobody can catch it."""
+@asynccontextmanager
+async def _connection(pool: Any) -> AsyncGenerator[Any, None]:
+    """A connection from ``pool`` that is closed, not reset, when the work on it is cut off
+    (by the storage's timeout, a cancellation, a dead server). Resetting a connection whose
+    server does not answer waits, in a task asyncpg shields, and fails later where nobody
+    can catch it; and one released inside a transaction is reset with a warning on stderr
+    ("Resetting connection with an active transaction")."""
     import asyncpg
 
     connection = await pool.acquire()
     try:
-        return await connection.fetchval(sql, *args)
+        yield connection
     except BaseException as error:
         if not isinstance(error, asyncpg.PostgresError):
             connection.terminate()
         raise
     finally:
         await pool.release(connection)
+
+
+async def _fetchval(pool: Any, sql: str, *args: Any) -> Any:
+    """``pool.fetchval``, on a connection closed if the statement is cut off."""
+    async with _connection(pool) as connection:
+        return await connection.fetchval(sql, *args)
 
 
 class _Inbox:
