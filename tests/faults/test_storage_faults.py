@@ -359,6 +359,10 @@ async def check_convergence(server: FaultServer, breakers: Sequence[Breaker]) ->
         ]
         async with running(*others):  # each adopts the stored state while it starts
             for other in others:
+                # Its first refresh can miss the storage's short timeout on a loaded
+                # machine (the breaker then starts degraded): sync until it answers.
+                with anyio.fail_after(RESTART_RECOVERY):
+                    await sync_eventually(other)
                 breaker = names[other.name]
                 assert (other.state, stored(other)) == (breaker.state, stored(breaker)), other.name
 
