@@ -4,8 +4,11 @@
   (``.hypothesis/``) so a failure found once is replayed first next time.
 * ``ci``: more examples (250), derandomized (every CI run tests the same examples), no
   database, and the reproduction blob printed on failure.
+* ``quick``: ``ci`` with 100 examples, for the runs that repeat what ``ci`` already checked
+  (under coverage tracing, against the built wheel): deterministic, so a coverage figure
+  does not depend on the draw.
 
-Pick one with ``HYPOTHESIS_PROFILE=dev|ci``; when it is unset, ``CI=true`` (what GitHub
+Pick one with ``HYPOTHESIS_PROFILE=dev|ci|quick``; when it is unset, ``CI=true`` (what GitHub
 Actions and most CI services export) selects ``ci``.
 """
 
@@ -23,6 +26,16 @@ settings.register_profile(
 settings.register_profile(
     "ci",
     max_examples=250,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+settings.register_profile(
+    "quick",
+    max_examples=100,
     deadline=None,
     derandomize=True,
     database=None,
