@@ -53,6 +53,8 @@ from .callbacks import (
     handlers,
     logger,
     refuse_non_functions,
+    with_observer,
+    without_observer,
 )
 from .errors import CircuitOpenError
 from .stats import BreakerStats
@@ -835,18 +837,13 @@ class BreakerBase:
         """
         check_function("observer", observer, arguments=2, what="a function of (outcome, duration)")
         with _OBSERVERS_LOCK:
-            if observer in self._observers:
-                raise ConfigError("observer", observer, "is already observing this breaker")
-            self._observers = (*self._observers, observer)
+            self._observers = with_observer(self._observers, observer, "breaker")
             self._retime()
 
     def remove_call_observer(self, observer: CallObserver) -> None:
         """Stop calling ``observer`` (added by :meth:`add_call_observer`)."""
         with _OBSERVERS_LOCK:
-            kept = tuple(known for known in self._observers if known != observer)
-            if len(kept) == len(self._observers):
-                raise ConfigError("observer", observer, "is not observing this breaker")
-            self._observers = kept
+            self._observers = without_observer(self._observers, observer, "breaker")
             self._retime()
 
     def _outcome_counts(self) -> tuple[tuple[Outcome, int], ...]:

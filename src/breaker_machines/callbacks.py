@@ -6,7 +6,7 @@ import inspect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from ._core.errors import ConfigError
 from ._core.status import Outcome, Reason, State
@@ -14,6 +14,8 @@ from ._core.status import Outcome, Reason, State
 __all__ = ["CallObserver", "Callback", "Rejection", "StorageEvent", "Transition"]
 
 logger: logging.Logger = logging.getLogger("breaker_machines")
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +141,22 @@ def check_function(
     if not accepts(value, arguments):
         count = "no argument" if arguments == 0 else f"{arguments} positional argument"
         raise ConfigError(field, value, f"must accept {count}{'s' if arguments > 1 else ''}")
+
+
+def with_observer(observers: tuple[T, ...], observer: T, where: str) -> tuple[T, ...]:
+    """``observers`` plus ``observer``; ConfigError if it is there already (compared with
+    ``==``, so a bound method matches its twin)."""
+    if observer in observers:
+        raise ConfigError("observer", observer, f"is already observing this {where}")
+    return (*observers, observer)
+
+
+def without_observer(observers: tuple[T, ...], observer: T, where: str) -> tuple[T, ...]:
+    """``observers`` less ``observer``; ConfigError if it is not there."""
+    kept = tuple(known for known in observers if known != observer)
+    if len(kept) == len(observers):
+        raise ConfigError("observer", observer, f"is not observing this {where}")
+    return kept
 
 
 def _takes_one_argument(field: str, fn: Callable[..., Any]) -> bool:

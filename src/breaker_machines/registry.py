@@ -15,7 +15,7 @@ from ._base import BreakerBase, _finite
 from ._core.errors import ConfigError
 from ._core.status import State
 from .breaker import Breaker
-from .callbacks import check_function, logger
+from .callbacks import check_function, logger, with_observer, without_observer
 
 __all__ = ["BreakerRegistry"]
 
@@ -117,16 +117,11 @@ class BreakerRegistry:
         never raised. Breakers made earlier are in :meth:`breakers`.
         """
         check_function("observer", observer, arguments=1, what="a function of the new breaker")
-        if observer in self._creation_observers:
-            raise ConfigError("observer", observer, "is already observing this registry")
-        self._creation_observers = (*self._creation_observers, observer)
+        self._creation_observers = with_observer(self._creation_observers, observer, "registry")
 
     def remove_creation_observer(self, observer: Callable[[Breaker], object]) -> None:
         """Stop calling ``observer`` (added by :meth:`add_creation_observer`)."""
-        kept = tuple(known for known in self._creation_observers if known != observer)
-        if len(kept) == len(self._creation_observers):
-            raise ConfigError("observer", observer, "is not observing this registry")
-        self._creation_observers = kept
+        self._creation_observers = without_observer(self._creation_observers, observer, "registry")
 
     def __len__(self) -> int:
         return len(self._breakers)
