@@ -87,3 +87,31 @@ async def test_run_gives_every_breaker_a_runner_and_stops_dropped_ones() -> None
             await opened.wait()
         registry.get("b")  # "a" is open and "b" closed: but max_size=1 drops the LRU
         tg.cancel_scope.cancel()
+
+
+def test_creation_observers_see_each_new_breaker_once(
+    clock: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = BreakerRegistry("host:", clock=clock)
+    early = registry.get("a")
+    seen: list[str] = []
+
+    def broken(breaker: Any) -> None:
+        raise RuntimeError("observer bug")
+
+    registry.add_creation_observer(lambda breaker: seen.append(breaker.name))
+    registry.add_creation_observer(broken)
+    late = registry.get("b")
+    assert registry.get("b") is late  # not made again: not observed again
+    assert seen == ["host:b"]
+    assert [r.callback for r in caplog.records] == ["creation_observer"]  # type: ignore[attr-defined]
+    assert registry.breakers() == [early, late]
+
+    registry.remove_creation_observer(broken)
+    with pytest.raises(ConfigError, match=r"observer.*is not observing this registry"):
+        registry.remove_creation_observer(broken)
+    registry.add_creation_observer(broken)
+    with pytest.raises(ConfigError, match=r"observer.*is already observing this registry"):
+        registry.add_creation_observer(broken)
+    with pytest.raises(ConfigError, match="observer"):
+        registry.add_creation_observer("not a function")  # type: ignore[arg-type]
