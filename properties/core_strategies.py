@@ -157,7 +157,9 @@ _PROBE_SPECS = st.one_of(
 )
 _DURATIONS = st.one_of(st.floats(min_value=0.0, max_value=10.0), st.floats(), st.integers())
 _DRAWS = st.one_of(st.floats(min_value=0.0, max_value=1.0), st.floats())
-_SIMPLE = (CallRequested, Tick, ForceOpen, ForceClose, Reset, Disable, Enable)
+_SIMPLE = (ForceOpen, ForceClose, Reset, Disable, Enable)
+#: ``held`` (coordinated recovery): mostly a bool, sometimes not one at all.
+_HELD = st.one_of(st.booleans(), st.booleans(), st.sampled_from([None, 0, 1, "yes"]))
 
 # Shared counts (Synced). A window spec is "own" (the state's window, as it is), "empty", or
 # "built": a head relative to the state's window and well-formed buckets, which realize()
@@ -273,6 +275,7 @@ MALFORMED_SYNCED_SPECS: st.SearchStrategy[tuple[Any, ...]] = st.tuples(
 #: A spec for any event: plausible most of the time, with wild values in every field.
 EVENT_SPECS: st.SearchStrategy[tuple[Any, ...]] = st.one_of(
     st.tuples(st.sampled_from(_SIMPLE), _TIME_SPECS),
+    st.tuples(st.sampled_from([CallRequested, Tick]), _TIME_SPECS, _HELD),
     st.tuples(
         st.just(CallFinished),
         st.one_of(st.sampled_from(Outcome), st.sampled_from(["success", None, 0])),
@@ -281,6 +284,7 @@ EVENT_SPECS: st.SearchStrategy[tuple[Any, ...]] = st.one_of(
         _GENERATION_SPECS,
         _PROBE_SPECS,
         _DRAWS,
+        _HELD,
     ),
     st.tuples(st.just(LeaseExpired), _PROBE_SPECS, _TIME_SPECS),
     st.tuples(
@@ -424,7 +428,7 @@ def realize(
     if kind == "malformed":
         return _spoil(_synced(spec[1], state, clock, policy), spec[2], policy)
     if kind is CallFinished:
-        _, outcome, when, duration, generation, probe, draw = spec
+        _, outcome, when, duration, generation, probe, draw, held = spec
         return CallFinished(
             outcome,
             _time(when, state, clock),
@@ -432,6 +436,7 @@ def realize(
             _generation(generation, state),
             _probe(probe, state),
             draw,
+            held,
         )
     if kind is LeaseExpired:
         probe = _probe(spec[1], state)
@@ -446,6 +451,8 @@ def realize(
             trips,
             _time(when, state, clock),
         )
+    if kind is CallRequested or kind is Tick:
+        return kind(_time(spec[1], state, clock), spec[2])  # type: ignore[no-any-return]
     event: Event = kind(_time(spec[1], state, clock))
     return event
 

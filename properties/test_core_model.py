@@ -169,7 +169,9 @@ class NaiveBreaker:
 
     # ------------------------------------------------------------------ events
 
-    def request(self, now: float) -> list[Effect]:
+    def request(self, now: float, held: bool = False) -> list[Effect]:
+        # held: a dependency does not allow recovery; OPEN stays OPEN past retry_at and
+        # HALF_OPEN admits no probe, both rejecting with no retry time.
         if self.status in (CLOSED, DISABLED):
             return [Admitted(self.version, None)]
         if self.status is FORCED_OPEN:
@@ -179,8 +181,12 @@ class NaiveBreaker:
             assert self.retry_at is not None
             if now < self.retry_at:
                 return [Rejected(self.retry_at - now)]
+            if held:
+                return [Rejected(None)]
             effects = self._half_open()
         self._expire(now)
+        if held:
+            return [Rejected(None)]
         if len(self.probes) < self.policy.half_open_probes:
             pid = self.next_probe
             self.next_probe += 1
@@ -215,16 +221,17 @@ class NaiveBreaker:
             if failed or (event.outcome is Outcome.SUCCESS and slow):
                 return self._open(event.now, event.draw, Reason.PROBE_FAILED)
             self.probes = [(pid, until) for pid, until in self.probes if pid != event.probe]
-            if event.outcome is Outcome.SUCCESS:
+            # held: a success frees its permit and counts toward nothing.
+            if event.outcome is Outcome.SUCCESS and not event.held:
                 self.probe_successes += 1
                 if self.probe_successes >= p.success_threshold:
                     return self._recover()
         return []
 
-    def tick(self, now: float) -> list[Effect]:
+    def tick(self, now: float, held: bool = False) -> list[Effect]:
         if self.status is OPEN:
             assert self.retry_at is not None
-            return self._half_open() if now >= self.retry_at else []
+            return self._half_open() if now >= self.retry_at and not held else []
         self._expire(now)
         return []
 
@@ -262,11 +269,11 @@ class NaiveBreaker:
 
     def apply(self, event: Event) -> list[Effect]:
         if isinstance(event, CallRequested):
-            return self.request(event.now)
+            return self.request(event.now, event.held)
         if isinstance(event, CallFinished):
             return self.finish(event)
         if isinstance(event, Tick):
-            return self.tick(event.now)
+            return self.tick(event.now, event.held)
         if isinstance(event, LeaseExpired):
             return self.lease_expired(event.probe, event.now)
         if isinstance(event, RemoteObserved):
@@ -345,8 +352,12 @@ def check_step(policy: Policy, before: BreakerState, event: Event, result: Step)
             assert event.now >= before.retry_at
         for e in effects:
             if isinstance(e, Rejected):
-                assert e.retry_after is not None
-                assert e.retry_after > 0
+                if e.retry_after is None:  # held past retry_at by a dependency
+                    assert isinstance(event, CallRequested)
+                    assert event.held
+                    assert event.now >= before.retry_at
+                else:
+                    assert e.retry_after > 0
     # Version: +1 on every transition, never otherwise; remote adoption jumps forward.
     if not transitions:
         assert after.version == before.version
@@ -446,6 +457,7 @@ class CoreVersusModel(RuleBasedStateMachine):
         self.state = BreakerState()
         self.clock = 1000.0
         self.calls: list[Call] = []
+        self.held = False  # whether a dependency holds the circuit (coordinated recovery)
 
     @initialize(policy=policies())
     def configure(self, policy: Policy) -> None:
@@ -484,13 +496,18 @@ class CoreVersusModel(RuleBasedStateMachine):
             deadlines.append(self.state.retry_at)
         self.clock = max(self.clock, min(deadlines) - early)
 
+    @rule(held=st.booleans())
+    def dependency(self, held: bool) -> None:
+        """A breaker this one depends on stops or starts allowing recovery."""
+        self.held = held
+
     # ------------------------------------------------------------------ callers
 
     @rule(gaps=st.lists(STEPS, min_size=1, max_size=4))
     def request(self, gaps: list[float]) -> None:
         """Callers arrive ``gap`` seconds apart and keep their permits for now."""
         for gap in gaps:
-            for effect in self.apply(CallRequested(self.clock)):
+            for effect in self.apply(CallRequested(self.clock, self.held)):
                 if isinstance(effect, Admitted):
                     self.calls.append(Call(effect.generation, effect.probe, self.clock))
             self.clock += gap
@@ -519,7 +536,9 @@ class CoreVersusModel(RuleBasedStateMachine):
         if at_limit and self.policy.slow_call_duration is not None:
             duration = self.policy.slow_call_duration
         now = max(call.admitted_at, self.clock - lag)
-        self.apply(CallFinished(outcome, now, duration, call.generation, call.probe, draw))
+        self.apply(
+            CallFinished(outcome, now, duration, call.generation, call.probe, draw, self.held)
+        )
 
     @precondition(lambda self: len(self.calls) >= 2)
     @rule(
@@ -540,7 +559,9 @@ class CoreVersusModel(RuleBasedStateMachine):
             now = call.admitted_at + duration
             self.clock = max(self.clock, now)
             outcome = outcomes[j % len(outcomes)]
-            self.apply(CallFinished(outcome, now, duration, call.generation, call.probe))
+            self.apply(
+                CallFinished(outcome, now, duration, call.generation, call.probe, held=self.held)
+            )
 
     @precondition(lambda self: self.state.version > 0)
     @rule(
@@ -560,7 +581,7 @@ class CoreVersusModel(RuleBasedStateMachine):
 
     @rule()
     def tick(self) -> None:
-        self.apply(Tick(self.clock))
+        self.apply(Tick(self.clock, self.held))
 
     @rule(probe=st.integers(min_value=0, max_value=50))
     def lease_expired(self, probe: int) -> None:
@@ -581,12 +602,18 @@ class CoreVersusModel(RuleBasedStateMachine):
     def traffic(self, burst: list[tuple[Outcome, float, float]], draw: float) -> None:
         """A run of calls, each admitted (or not), then reporting ``gap`` seconds later."""
         for outcome, duration, gap in burst:
-            effects = self.apply(CallRequested(self.clock))
+            effects = self.apply(CallRequested(self.clock, self.held))
             self.clock += gap
             for effect in effects:
                 if isinstance(effect, Admitted):
                     event = CallFinished(
-                        outcome, self.clock, duration, effect.generation, effect.probe, draw
+                        outcome,
+                        self.clock,
+                        duration,
+                        effect.generation,
+                        effect.probe,
+                        draw,
+                        self.held,
                     )
                     self.apply(event)
 

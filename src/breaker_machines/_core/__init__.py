@@ -31,6 +31,14 @@ from .records import (
     WakeAt,
     Window,
 )
+from .relations import (
+    RECOVERY_ALLOWED,
+    Relations,
+    allows_recovery,
+    cascade_targets,
+    check_relations,
+    is_held,
+)
 from .shortcuts import add_failures, failures_until_trip, inert_success, rejection_delay
 from .status import Outcome, Reason, State
 from .transitions import EDGES, MANUAL, TABLE, step
@@ -40,6 +48,7 @@ __all__ = [
     "EDGES",
     "EMPTY_WINDOW",
     "MANUAL",
+    "RECOVERY_ALLOWED",
     "TABLE",
     "Admitted",
     "BreakerState",
@@ -60,6 +69,7 @@ __all__ = [
     "Probe",
     "Reason",
     "Rejected",
+    "Relations",
     "RemoteObserved",
     "Reset",
     "State",
@@ -70,8 +80,12 @@ __all__ = [
     "WakeAt",
     "Window",
     "add_failures",
+    "allows_recovery",
+    "cascade_targets",
+    "check_relations",
     "failures_until_trip",
     "inert_success",
+    "is_held",
     "rejection_delay",
     "step",
     "totals_at",

@@ -125,9 +125,15 @@ class BreakerState(NamedTuple):
 
 @_typed_equality
 class CallRequested(NamedTuple):
-    """A caller asks to be admitted at time ``now``."""
+    """A caller asks to be admitted at time ``now``.
+
+    ``held``: a breaker this one depends on does not allow it to recover now (coordinated
+    recovery, see :mod:`~breaker_machines._core.relations`): an OPEN circuit stays OPEN
+    past ``retry_at`` and a HALF_OPEN one admits no probe. Ignored in the other states.
+    """
 
     now: float
+    held: bool = False
 
 
 @_typed_equality
@@ -136,7 +142,9 @@ class CallFinished(NamedTuple):
 
     ``generation`` is the version the permit was issued in, ``probe`` its half-open permit
     id (``None`` outside half-open), ``duration`` how long it ran, ``draw`` a uniform random
-    number in ``[0, 1]`` used for jitter if this outcome opens the circuit.
+    number in ``[0, 1]`` used for jitter if this outcome opens the circuit. ``held`` (see
+    :class:`CallRequested`): a half-open probe's success releases its permit but does not
+    count toward closing.
     """
 
     outcome: Outcome
@@ -145,13 +153,16 @@ class CallFinished(NamedTuple):
     generation: int
     probe: int | None = None
     draw: float = 0.5
+    held: bool = False
 
 
 @_typed_equality
 class Tick(NamedTuple):
-    """Time has passed: due OPEN circuits half-open, expired probe leases are released."""
+    """Time has passed: due OPEN circuits half-open (unless ``held``, see
+    :class:`CallRequested`), expired probe leases are released."""
 
     now: float
+    held: bool = False
 
 
 @_typed_equality

@@ -280,14 +280,32 @@ def _count(policy: Policy, state: BreakerState, event: Event) -> Step:
     return Step(new, _NO_EFFECTS)
 
 
+def _is_held(event: CallRequested | CallFinished | Tick) -> bool:
+    """The event's ``held`` flag (a dependency does not allow recovery now)."""
+    held = event.held
+    if held is False:
+        return False
+    if held is True:
+        return True
+    raise InvalidEvent(f"held={held!r} is not True or False")
+
+
+_HELD: Final = Rejected(None)  # held: no retry time (it depends on another circuit)
+
+
 def _reject_or_half_open(policy: Policy, state: BreakerState, event: Event) -> Step:
-    """OPEN: reject until ``retry_at``; then half-open and admit this call as a probe."""
+    """OPEN: reject until ``retry_at``; then half-open and admit this call as a probe.
+
+    While a dependency holds the circuit (``held``), it stays OPEN past ``retry_at``.
+    """
     assert isinstance(event, CallRequested)
     retry_at = state.retry_at
     if retry_at is None:
         raise InvalidEvent("an OPEN state must have retry_at")
     if event.now < retry_at:
         return Step(state, (Rejected(retry_at - event.now),))
+    if _is_held(event):
+        return Step(state, (_HELD,))
     opened = _half_open(state)
     admitted = _admit_probe(policy, opened.state, event)
     return Step(admitted.state, opened.effects + admitted.effects)
@@ -298,7 +316,7 @@ def _half_open_when_due(policy: Policy, state: BreakerState, event: Event) -> St
     assert isinstance(event, Tick)
     if state.retry_at is None:
         raise InvalidEvent("an OPEN state must have retry_at")
-    if event.now < state.retry_at:
+    if event.now < state.retry_at or _is_held(event):
         return Step(state, _NO_EFFECTS)
     return _half_open(state)
 
@@ -309,10 +327,15 @@ def _reject_forced(policy: Policy, state: BreakerState, event: Event) -> Step:
 
 
 def _admit_probe(policy: Policy, state: BreakerState, event: Event) -> Step:
-    """HALF_OPEN: admit while fewer than ``half_open_probes`` probes are in flight."""
+    """HALF_OPEN: admit while fewer than ``half_open_probes`` probes are in flight.
+
+    While a dependency holds the circuit (``held``), admit none.
+    """
     assert isinstance(event, CallRequested)
     now = event.now
     state = _expire_leases(state, now)
+    if _is_held(event):
+        return Step(state, (_HELD,))
     probes = state.probes
     if len(probes) >= policy.half_open_probes:
         soonest = min(p.lease_until for p in probes)
@@ -323,8 +346,12 @@ def _admit_probe(policy: Policy, state: BreakerState, event: Event) -> Step:
 
 
 def _settle_probe(policy: Policy, state: BreakerState, event: Event) -> Step:
-    """HALF_OPEN: a probe reports; enough successes close, a failure re-opens."""
+    """HALF_OPEN: a probe reports; enough successes close, a failure re-opens.
+
+    While a dependency holds the circuit (``held``), a success only frees its permit.
+    """
     assert isinstance(event, CallFinished)
+    held = _is_held(event)
     current = _check_finished(state, event)
     state = _expire_leases(state, event.now)
     if not current:
@@ -342,8 +369,8 @@ def _settle_probe(policy: Policy, state: BreakerState, event: Event) -> Step:
     ):
         return _open(policy, state, event.now, event.draw, Reason.PROBE_FAILED)
     released = _with_probes(state, remaining, state.next_probe)
-    if outcome is not SUCCESS:
-        return Step(released, _NO_EFFECTS)  # cancelled or ignored: the permit is freed
+    if outcome is not SUCCESS or held:
+        return Step(released, _NO_EFFECTS)  # cancelled, ignored or held: the permit is freed
     successes = state.half_open_successes + 1
     if successes >= policy.success_threshold:
         return _close(state, Reason.PROBES_SUCCEEDED)
