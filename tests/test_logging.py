@@ -15,9 +15,11 @@ from typing import Any
 
 import anyio
 import pytest
+from tests.conftest import FakeClock
 
 from breaker_machines import (
     Breaker,
+    BreakerGroup,
     BulkheadFullError,
     CircuitOpenError,
     State,
@@ -336,3 +338,20 @@ async def test_the_fleet_refusing_a_probe(
     assert [fields(record) for record in refused] == [
         (logging.DEBUG, "svc", "half_open", "fleet_probe", 60.0)
     ]
+
+
+@pytest.mark.anyio
+async def test_rejections_held_by_a_dependency(
+    debug: pytest.LogCaptureFixture, clock: FakeClock
+) -> None:
+    group = BreakerGroup(
+        "g", {"db": {}, "api": {"depends_on": ["db"]}}, consecutive_failures=1, clock=clock
+    )
+    for member in ("db", "api"):
+        with pytest.raises(Boom):
+            await group[member].call(fail)
+    clock.advance(30)
+    with pytest.raises(CircuitOpenError), group["api"].guard():
+        pytest.fail("admitted")
+    (record,) = rejections(debug)
+    assert fields(record) == (logging.DEBUG, "g.api", "open", "dependency", None)

@@ -326,6 +326,7 @@ BREAKER_CASES: list[Case] = [
         for callback in CALLBACKS
         for v in [async_fn, AsyncCallable(), functools.partial(async_fn), [print, async_fn]]
     ],
+    *[Case({"event_log": v}, "event_log") for v in [-1, True, 1.5, "50", None, math.nan]],
 ]
 if "degraded_mode" in inspect.signature(Breaker).parameters:
     BREAKER_CASES += [Case({"degraded_mode": v}, "degraded_mode") for v in ["nope", None, 1]]

@@ -57,6 +57,18 @@ from .callbacks import (
     without_observer,
 )
 from .errors import CircuitOpenError
+from .introspection import (
+    LoggedEvent,
+    RawFailure,
+    Report,
+    has_plain_str,
+    logged_event,
+    refused_entry,
+    report,
+    same_args,
+    text_of,
+    timeout_entry,
+)
 from .stats import BreakerStats
 from .storage.memory import MemoryStorage
 from .storage.shared import SharedStorage
@@ -208,16 +220,19 @@ class BreakerBase:
         "_classify_predicates",
         "_clock",
         "_degraded_mode",
+        "_events",
         "_failure_if",
         "_failures",
         "_fallbacks",
         "_free",
+        "_gate",
         "_ignore_predicates",
         "_ignore_types",
         "_ignored",
         "_ignored_counts_as_success",
         "_inert",
         "_jitter",
+        "_last_raw",
         "_max_concurrent",
         "_observers",
         "_on_close",
@@ -247,6 +262,7 @@ class BreakerBase:
         "_timed",
         "_timeout",
         "_timeouts",
+        "_transition_hooks",
         "_version",
         "_wake_at",
         "name",
@@ -293,6 +309,7 @@ class BreakerBase:
         degraded_mode: DegradedMode = "local",
         on_degraded: Any = None,
         on_resynced: Any = None,
+        event_log: int = 50,
         policy: Policy | None = None,
     ) -> None:
         if not isinstance(name, str):
@@ -452,6 +469,18 @@ class BreakerBase:
         self._override: DegradedMode | None = None
         self._pending: deque[tuple[str, Callable[[], Awaitable[Any]]]] = deque()
 
+        if isinstance(event_log, bool) or not isinstance(event_log, int) or event_log < 0:
+            raise ConfigError("event_log", event_log, "must be an integer >= 0 (0: no log)")
+        self._events: deque[LoggedEvent | RawFailure] | None = (
+            deque(maxlen=event_log) if event_log else None
+        )
+        # The newest entry of the log when it is a raw failure (a repeat only counts).
+        self._last_raw: RawFailure | None = None
+        # Coordinated recovery (BreakerGroup): whether a dependency holds this circuit, and
+        # the hooks the group runs on each of its transitions.
+        self._gate: Callable[[], bool] | None = None
+        self._transition_hooks: tuple[Callable[[Transition], None], ...] = ()
+
         self._successes = self._failures = self._timeouts = 0
         self._ignored = self._cancelled = 0
         self._rejections = self._bulkhead_rejections = 0
@@ -549,11 +578,13 @@ class BreakerBase:
             assert isinstance(decision, Rejected)
             status = self._state.status
             if _LOG.debug:
-                self._log_rejection(
-                    "forced_open" if status is State.FORCED_OPEN else "open",
-                    status,
-                    decision.retry_after,
-                )
+                if status is State.FORCED_OPEN:
+                    reason = "forced_open"
+                elif decision.retry_after is None:
+                    reason = "dependency"  # held by a breaker it depends on
+                else:
+                    reason = "open"
+                self._log_rejection(reason, status, decision.retry_after)
             if self._on_reject:
                 self._fire(self._on_reject, Rejection(self.name, status, decision.retry_after))
             raise CircuitOpenError(self.name, decision.retry_after, status)
@@ -562,7 +593,9 @@ class BreakerBase:
 
     def _decide(self, now: float) -> tuple[Admitted | Rejected, list[Transition]]:
         """Step a CallRequested; count a rejection. (Threaded runtimes lock around it.)"""
-        result, announced = self._step(CallRequested(now))
+        gate = self._gate
+        held = gate is not None and self._state.status is not State.CLOSED and gate()
+        result, announced = self._step(CallRequested(now, held))
         decision = result.effects[-1]
         if type(decision) is Rejected:
             self._rejections += 1
@@ -647,7 +680,9 @@ class BreakerBase:
                 if probe is None:
                     return None
         draw = self._random() if self._jitter else 0.5
-        event = CallFinished(outcome, self._clock(), duration, generation, probe, draw)
+        gate = self._gate
+        held = probe is not None and gate is not None and gate()
+        event = CallFinished(outcome, self._clock(), duration, generation, probe, draw, held)
         return self._step(event)[1]
 
     def _give_back(self, generation: int, probe: int) -> None:
@@ -672,8 +707,18 @@ class BreakerBase:
     # ------------------------------------------------------------------ callbacks
 
     def _announce(self, transitions: list[Transition]) -> None:
+        events = self._events
         for transition in transitions:
             target = transition.target
+            if events is not None:
+                detail = f"{transition.source.value} -> {target.value} ({transition.reason.value})"
+                events.append(LoggedEvent(transition.at, "transition", target, detail))
+                self._last_raw = None
+            for hook in self._transition_hooks:
+                try:
+                    hook(transition)
+                except Exception:
+                    self._callback_failed("transition_hook")
             if target is State.OPEN or target is State.FORCED_OPEN:
                 chosen = self._on_open
             elif target is State.CLOSED:
@@ -977,10 +1022,67 @@ class BreakerBase:
         if now < wake_at:
             return
         self._wake_at = None
-        self._control(Tick(now))
+        gate = self._gate
+        held = gate is not None and gate()
+        self._control(Tick(now, held))
+        state = self._state
+        if state.status is State.OPEN and self._wake_at is None and not held:
+            self._wake_at = state.retry_at
+        # Held: no wake-up until a dependency's transition re-arms it (_rearm).
+
+    def _rearm(self) -> None:
+        """A dependency moved: wake up again for a due OPEN -> HALF_OPEN (see _tick)."""
         state = self._state
         if state.status is State.OPEN and self._wake_at is None:
             self._wake_at = state.retry_at
+            self._wake_runner()
+
+    def _log_failure(self, outcome: Outcome, error: BaseException | None) -> None:
+        """Add a recorded failure or timeout to the event log (if the breaker keeps one).
+
+        A failure repeating the newest entry (same class, equal args) only bumps its count;
+        Guard.__exit__ inlines that check on the counted-failure path.
+        """
+        events = self._events
+        if events is None:
+            return
+        if error is not None and outcome is _FAILURE:
+            kind = error.__class__
+            args = error.args
+            raw = self._last_raw
+            if raw is not None and raw[2] is kind and same_args(raw[3], args):
+                raw[4] += 1
+                return
+            # The text of an exception whose str() is BaseException's is made when the log
+            # is read; any other is made now (its str() may read more than its args).
+            text = None if has_plain_str(kind) else text_of(error)
+            raw = [self._clock(), self._state.status, kind, args, 1, text]
+            events.append(raw)
+            self._last_raw = raw
+            return
+        self._last_raw = None
+        if outcome is _TIMEOUT:
+            assert self._timeout is not None
+            events.append(timeout_entry(self._clock(), self._state.status, self._timeout))
+        else:
+            events.append(refused_entry(self._clock(), self._state.status))
+
+    def event_log(self) -> tuple[LoggedEvent, ...]:
+        """The most recent transitions and failures, oldest first (at most ``event_log``
+        entries; see :class:`~breaker_machines.LoggedEvent`)."""
+        events = self._events
+        if events is None:
+            return ()
+        while True:
+            try:
+                items = tuple(events)
+            except RuntimeError:  # another thread appended while copying: copy again
+                continue
+            return tuple(map(logged_event, items))
+
+    def report(self) -> Report:
+        """This breaker's :class:`~breaker_machines.Report` (its stats and event log)."""
+        return report([self], events=len(self.event_log()))
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} {self._state.status.value}>"

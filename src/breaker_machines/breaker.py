@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any, Final, NoReturn, ParamSpec, TypeVar, cast
@@ -31,6 +31,7 @@ from .errors import (
     ConfigError,
     FailedResultError,
 )
+from .hedging import ParallelFallback, check_attempts, check_backends, check_delay, race
 from .storage.shared import SharedStorage
 
 __all__ = ["Breaker", "Guard", "running"]
@@ -289,12 +290,26 @@ class Guard:
                     return
                 b._record(_SUCCESS, 0.0, self._gen, self._probe)
                 return
-            outcome = b._outcomes_by_type.get(exc.__class__) or b._classify(exc)
-            # The common case inline: a failure that cannot trip yet.
-            if outcome is _FAILURE and b._room and self._gen == b._version:
-                b._failures += 1
-                b._room -= 1
-                return
+            kind = exc.__class__
+            outcome = b._outcomes_by_type.get(kind) or b._classify(exc)
+            if outcome is _FAILURE:
+                if b._events is not None:
+                    # The event log: a repeat of the newest entry (same class and args)
+                    # only counts, the common case while a dependency is down.
+                    raw = b._last_raw
+                    try:
+                        same = raw is not None and raw[2] is kind and raw[3] == exc.args
+                    except Exception:  # an argument's == raised: log it as new
+                        same = False
+                    if same:
+                        raw[4] += 1  # type: ignore[index]
+                    else:
+                        b._log_failure(outcome, exc)
+                # The common case inline: a failure that cannot trip yet.
+                if b._room and self._gen == b._version:
+                    b._failures += 1
+                    b._room -= 1
+                    return
             b._record(outcome, 0.0, self._gen, self._probe)
             return
         self._settle(exc_type, exc, tb, failed_result=False)
@@ -325,6 +340,8 @@ class Guard:
                 outcome = _FAILURE if failed_result else _SUCCESS
             else:
                 outcome = b._classify(exc)
+            if outcome is _FAILURE:
+                b._log_failure(outcome, exc)
             b._record(outcome, 0.0, self._gen, self._probe)
             return outcome
         assert scope is None or isinstance(scope, anyio.CancelScope)
@@ -344,6 +361,8 @@ class Guard:
                 outcome = _FAILURE if failed_result else _SUCCESS
             else:
                 outcome = b._classify(exc)
+            if outcome is _FAILURE or outcome is _TIMEOUT:
+                b._log_failure(outcome, exc)
             b._finish(outcome, self._start, self._gen, self._probe)
         if timed_out:
             assert b._timeout is not None
@@ -435,6 +454,77 @@ class Breaker(BreakerBase):
             return cast(T, await self._apply_fallback(FailedResultError(self.name, result)))
         return result
 
+    async def hedged(
+        self,
+        fn: Callable[..., Awaitable[T]],
+        /,
+        *args: Any,
+        delay: float = 0.05,
+        max_attempts: int = 2,
+        **kwargs: Any,
+    ) -> T:
+        """A hedged request: ``await fn(*args, **kwargs)``, started again while it is slow.
+
+        The first attempt starts at once; each next one starts ``delay`` seconds after the
+        one before it, or as soon as an attempt fails (raises an ``Exception``, or returns
+        a result ``failure_if`` refuses), up to ``max_attempts`` in all. The first attempt to
+        succeed wins: its result is returned and the other attempts are cancelled. It
+        returns only once every attempt has ended.
+
+        When no attempt succeeds, the **primary's** error (that of the first attempt
+        started) is raised, whatever the others raised; when some returned results
+        ``failure_if`` refuses, the first of those (in starting order) is returned instead,
+        and counts as a failed result as in :meth:`call`.
+
+        The whole race is one call through the breaker, as in :meth:`call`: it is admitted
+        once (one bulkhead slot), the breaker's ``timeout`` bounds the whole race, ONE
+        outcome is recorded and the fallback answers a rejection or a failure. ``delay``
+        and ``max_attempts`` are this method's own: ``fn`` cannot take arguments of those
+        names through it. Only idempotent operations should be hedged.
+
+        Raises :class:`ConfigError` when ``delay`` is not a finite number >= 0 or
+        ``max_attempts`` not an integer >= 1.
+        """
+        refuse_non_functions("fn", fn)
+        if not callable(fn):
+            raise ConfigError("fn", fn, "must be an async function")
+        seconds = check_delay(delay)
+        count = check_attempts(max_attempts)
+        attempt = functools.partial(fn, *args, **kwargs)
+        return await self._hedge((attempt,) * count, seconds)
+
+    async def hedged_race(
+        self, backends: Sequence[Callable[[], Awaitable[T]]], /, *, delay: float = 0.05
+    ) -> T:
+        """Race ``backends`` (zero-argument async callables) as one hedged call.
+
+        Each backend starts ``delay`` seconds after the one before it (backend ``i`` at
+        ``i * delay`` while none fails), or at once when an attempt fails; ``delay=0``
+        starts them all at once. Otherwise as :meth:`hedged`: the first to succeed wins
+        and the others are cancelled; when none succeeds, the first backend's error is
+        raised; the whole race is one call through the breaker.
+
+        Raises :class:`ConfigError` when ``backends`` is not a non-empty sequence of
+        callables or ``delay`` not a finite number >= 0.
+        """
+        chosen = check_backends(backends)
+        return await self._hedge(chosen, check_delay(delay))
+
+    async def _hedge(self, attempts: Sequence[Callable[[], Awaitable[T]]], delay: float) -> T:
+        refuses = self._refuses if self._failure_if is not None else None
+
+        async def hedge() -> T:
+            ended = await race(attempts, delay, refuses)
+            if isinstance(ended, tuple):
+                return ended[0]
+            if ended.refused:
+                return ended.refused[min(ended.refused)]  # call() counts it as failed
+            primary = ended.errors[0]
+            assert primary is not None  # every attempt started, and none succeeded
+            raise primary
+
+        return await self.call(hedge)
+
     def __call__(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
         """Decorate an async function so every call goes through :meth:`call`."""
         refuse_non_functions("fn", fn)
@@ -462,11 +552,15 @@ class Breaker(BreakerBase):
     async def _apply_fallback(self, error: BaseException) -> Any:
         """Answer with the fallback: a value, a (sync or async) callable, or a list of them."""
         last: BaseException = error
+        exception = error if isinstance(error, Exception) else None  # (always, in practice)
         for candidate in self._fallbacks:
             if not callable(candidate):
                 return candidate
             try:
-                result = candidate(error)
+                if exception is not None and isinstance(candidate, ParallelFallback):
+                    result = candidate(exception, self.name)  # names the breaker in its error
+                else:
+                    result = candidate(error)
                 if inspect.isawaitable(result):
                     result = await result
             except Exception as fallback_error:

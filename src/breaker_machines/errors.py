@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from ._core.errors import ConfigError, InvalidEvent
 from ._core.status import State
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import ExceptionGroup
 
 __all__ = [
     "BreakerError",
@@ -14,6 +19,7 @@ __all__ = [
     "CircuitTimeoutError",
     "ConfigError",
     "FailedResultError",
+    "FallbacksFailedError",
     "InvalidEvent",
 ]
 
@@ -29,7 +35,8 @@ class CircuitOpenError(BreakerError):
     """The circuit rejected the call.
 
     ``retry_after`` is the number of seconds until the circuit will admit a call again
-    (``None`` while it is forced open: only an operator closes it). A fresh, cheap instance
+    (``None`` while it is forced open: only an operator closes it; or while a breaker it
+    depends on holds it, see :class:`~breaker_machines.BreakerGroup`). A fresh, cheap instance
     is raised on every rejection: nothing is shared between rejections, so tracebacks never
     accumulate.
     """
@@ -49,7 +56,8 @@ class CircuitOpenError(BreakerError):
 
     @property
     def retry_after(self) -> float | None:
-        """Seconds until the circuit admits again; None while forced open."""
+        """Seconds until the circuit admits again; None while forced open or held by a
+        dependency."""
         return self.args[1]
 
     @property
@@ -59,6 +67,11 @@ class CircuitOpenError(BreakerError):
 
     def __str__(self) -> str:
         if self.retry_after is None:
+            if self.state is not State.FORCED_OPEN:  # held by a dependency (BreakerGroup)
+                return (
+                    f"circuit {self.name!r} is {self.state.value}: "
+                    "rejected until the breakers it depends on recover"
+                )
             return f"circuit {self.name!r} is {self.state.value}: rejected until closed by hand"
         return (
             f"circuit {self.name!r} is {self.state.value}: "
@@ -112,3 +125,41 @@ class FailedResultError(BreakerError):
 
     def __str__(self) -> str:
         return f"breaker {self.name!r}: result {self.result!r} counted as a failure"
+
+
+class FallbacksFailedError(ExceptionGroup[Exception]):
+    """Every fallback of a :func:`~breaker_machines.parallel` group raised.
+
+    An ``ExceptionGroup``: ``exceptions`` holds each fallback's error, in the order the
+    fallbacks were given, so ``except*`` (Python 3.11+) and ``split()`` see them. ``error``
+    is the error the group was answering (a failure of the call, a rejection, a timeout),
+    also its ``__cause__``; ``breaker`` is the breaker's name (``None`` when the group was
+    called by hand, outside a breaker).
+    """
+
+    # BaseExceptionGroup builds its instances in __new__: the fields are set there too.
+    breaker: str | None
+    error: BaseException
+
+    def __new__(
+        cls, breaker: str | None, error: BaseException, exceptions: Sequence[Exception]
+    ) -> FallbacksFailedError:
+        where = "" if breaker is None else f"breaker {breaker!r}: "
+        self = super().__new__(cls, f"{where}every parallel fallback failed", exceptions)
+        self.breaker = breaker
+        self.error = error
+        return self
+
+    def __init__(
+        self, breaker: str | None, error: BaseException, exceptions: Sequence[Exception]
+    ) -> None:
+        super().__init__(self.message, exceptions)
+
+    def derive(self, excs: Sequence[Any], /) -> Any:
+        """The same failure with some of the errors (``split()`` and ``subgroup()``)."""
+        return FallbacksFailedError(self.breaker, self.error, excs)
+
+    def __reduce__(
+        self,
+    ) -> tuple[type[FallbacksFailedError], tuple[str | None, BaseException, list[Exception]]]:
+        return (FallbacksFailedError, (self.breaker, self.error, list(self.exceptions)))

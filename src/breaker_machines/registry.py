@@ -16,6 +16,7 @@ from ._core.errors import ConfigError
 from ._core.status import State
 from .breaker import Breaker
 from .callbacks import check_function, logger, with_observer, without_observer
+from .introspection import Report, report
 
 __all__ = ["BreakerRegistry"]
 
@@ -107,6 +108,12 @@ class BreakerRegistry:
     def breakers(self) -> list[Breaker]:
         """The breakers held now, least recently used first (their use is not recorded)."""
         return [breaker for breaker, _ in list(self._breakers.values())]
+
+    def report(self, *, events: int = 10) -> Report:
+        """A :class:`~breaker_machines.Report` over the breakers held now: counts by state,
+        each one's stats and last ``events`` logged events (``report().summary()`` reads
+        well)."""
+        return report(self.breakers(), events=events)
 
     def add_creation_observer(self, observer: Callable[[Breaker], object]) -> None:
         """Call ``observer(breaker)`` with every breaker this registry makes from now on.

@@ -19,6 +19,7 @@ from ._core.records import Admitted, Event, Rejected
 from ._core.status import Outcome, State
 from .callbacks import Transition, is_async, refuse_non_functions
 from .errors import BreakerError, BulkheadFullError, FailedResultError
+from .hedging import ParallelFallback
 from .storage.shared import SharedStorage
 
 __all__ = ["ThreadedBreaker", "ThreadedGuard"]
@@ -92,6 +93,9 @@ class ThreadedGuard:
             outcome = _FAILURE if failed_result else _SUCCESS
         else:
             outcome = b._classify(exc)
+        if outcome is _FAILURE and b._events is not None:
+            with b._lock:  # a repeat bumps the newest entry's count: one thread at a time
+                b._log_failure(outcome, exc)
         b._finish(outcome, self._start, self._gen, self._probe)
         return outcome
 
@@ -134,6 +138,12 @@ class ThreadedBreaker(BreakerBase):
                         handler.name, handler.fn, "must be a sync callable in a ThreadedBreaker"
                     )
         for candidate in self._fallbacks:
+            if isinstance(candidate, ParallelFallback):
+                raise ConfigError(
+                    "fallback",
+                    candidate,
+                    "parallel fallbacks race in a task group: use the anyio Breaker",
+                )
             if is_async(candidate):
                 raise ConfigError(
                     "fallback", candidate, "must be a value or a sync callable in a ThreadedBreaker"

@@ -1,0 +1,146 @@
+"""Groups across processes: a cascade decided in one process opens the dependents another
+process holds, and a dependency's fleet-wide state holds a dependent's recovery there.
+
+Two storages on the same server stand for two processes (each with a group of its own),
+against Redis and PostgreSQL, under asyncio and trio. No runners: the test syncs by hand.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import pytest
+from tests.conftest import FakeClock
+
+from breaker_machines import (
+    Breaker,
+    BreakerGroup,
+    Cascade,
+    CircuitOpenError,
+    State,
+)
+from breaker_machines.storage import SharedStorage
+
+pytestmark = pytest.mark.anyio
+
+Opener = Callable[[], AbstractAsyncContextManager[SharedStorage]]
+
+
+class Boom(Exception):
+    pass
+
+
+async def fail() -> None:
+    raise Boom
+
+
+async def succeed() -> str:
+    return "ok"
+
+
+@pytest.fixture(params=["redis", "postgres"])
+def open_storage(request: pytest.FixtureRequest) -> Opener:
+    """Opens one more storage on the same shared data (another process's view of it)."""
+    settings: dict[str, Any] = {"flush_interval": 3600.0, "refresh_interval": 3600.0}
+    if request.param == "redis":
+        from breaker_machines.storage import RedisStorage
+
+        url = request.getfixturevalue("redis_url")
+        prefix = request.getfixturevalue("redis_prefix")
+        return lambda: RedisStorage(url, prefix=prefix, **settings)
+    from breaker_machines.storage import PostgresStorage
+
+    dsn = request.getfixturevalue("postgres_dsn")
+    schema = request.getfixturevalue("postgres_schema")
+    return lambda: PostgresStorage(dsn, schema=schema, **settings)
+
+
+MEMBERS: dict[str, dict[str, Any]] = {
+    "db": {},
+    "api": {"depends_on": ["db"]},
+    "search": {},
+    "edge": {"cascades_to": ["search"]},
+}
+
+
+async def sync_all(*groups: BreakerGroup) -> None:
+    for group in groups:
+        for breaker in group.breakers():
+            await breaker.sync()
+
+
+async def test_a_cascade_opens_the_dependents_of_another_process(
+    open_storage: Opener, clock: FakeClock
+) -> None:
+    name = f"shop-{uuid.uuid4().hex[:8]}"
+    seen_a: list[Cascade] = []
+    seen_b: list[Cascade] = []
+    options: dict[str, Any] = {"consecutive_failures": 1, "reset_after": 60.0, "clock": clock}
+    async with open_storage() as store_a, open_storage() as store_b:
+        a = BreakerGroup(name, MEMBERS, storage=store_a, on_cascade=seen_a.append, **options)
+        b = BreakerGroup(name, MEMBERS, storage=store_b, on_cascade=seen_b.append, **options)
+        lone = Breaker(f"{name}.search", storage=store_b, **options)  # no group at all
+        await sync_all(a, b)
+        await lone.sync()
+
+        with pytest.raises(Boom):
+            await a["edge"].call(fail)
+        await a["edge"].sync()  # edge's OPEN is written: process a cascades...
+        assert a["search"].state is State.FORCED_OPEN
+        await a["search"].sync()  # ...and writes search's FORCED_OPEN
+        await sync_all(b)
+        await lone.sync()
+        assert b["edge"].state is State.OPEN
+        assert b["search"].state is State.FORCED_OPEN
+        assert lone.state is State.FORCED_OPEN
+        for breaker in (b["search"], lone):
+            with pytest.raises(CircuitOpenError):
+                await breaker.call(succeed)
+        # The alert went out once for the fleet: from the process that decided the trip.
+        assert [c.targets for c in seen_a] == [("search",)]
+        assert seen_b == []
+
+        a["edge"].reset()  # edge recovers in process a: what it forced is released
+        await a["edge"].sync()  # (announced once written: then the group resets search)
+        assert a["search"].state is State.CLOSED
+        await sync_all(a)
+        await sync_all(b)
+        await lone.sync()
+        assert b["search"].state is State.CLOSED
+        assert lone.state is State.CLOSED
+        assert await lone.call(succeed) == "ok"
+
+
+async def test_recovery_waits_for_the_fleets_view_of_the_dependency(
+    open_storage: Opener, clock: FakeClock
+) -> None:
+    name = f"shop-{uuid.uuid4().hex[:8]}"
+    options: dict[str, Any] = {"consecutive_failures": 1, "reset_after": 10.0, "clock": clock}
+    async with open_storage() as store_a, open_storage() as store_b:
+        a = BreakerGroup(name, MEMBERS, storage=store_a, **options)
+        b = BreakerGroup(name, MEMBERS, storage=store_b, **options)
+        await sync_all(a, b)
+        with pytest.raises(Boom):
+            await a["db"].call(fail)  # db trips in process a
+        with pytest.raises(Boom):
+            await b["api"].call(fail)  # api trips in process b
+        await sync_all(a, b)
+        assert b["db"].state is State.OPEN  # b sees db's trip through the storage
+        a["db"].force_open()  # and db stays down (an operator holds it)
+        await sync_all(a, b)
+        clock.advance(10.5)
+        for store in (store_a, store_b):
+            store.advance_clock(10.5)
+        with pytest.raises(CircuitOpenError) as held:
+            await b["api"].call(succeed)  # due, but db is down for the fleet
+        assert held.value.retry_after is None
+        assert b["api"].state is State.OPEN
+        a["db"].reset()  # db comes back in process a
+        await sync_all(a, b)
+        assert b["db"].state is State.CLOSED
+        assert await b["api"].call(succeed) == "ok"  # now b's api probes
+        await sync_all(b)
+        assert b["api"].state is State.CLOSED
