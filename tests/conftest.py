@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
 import pytest
+
+from breaker_machines.storage import SharedStorage
+
+#: Opens one more storage on the same shared data: another process's view of it.
+Opener = Callable[[], AbstractAsyncContextManager[SharedStorage]]
 
 
 @pytest.fixture(params=["asyncio", "trio"])
@@ -28,3 +37,21 @@ class FakeClock:
 def clock() -> FakeClock:
     """A fresh fake clock."""
     return FakeClock()
+
+
+@pytest.fixture(params=["redis", "postgres"])
+def open_storage(request: pytest.FixtureRequest) -> Opener:
+    """Opens one more storage on the same shared data (another process's view of it), on
+    Redis and on PostgreSQL. The runners' timers are an hour away: tests sync by hand."""
+    settings: dict[str, Any] = {"flush_interval": 3600.0, "refresh_interval": 3600.0}
+    if request.param == "redis":
+        from breaker_machines.storage import RedisStorage
+
+        url = request.getfixturevalue("redis_url")
+        prefix = request.getfixturevalue("redis_prefix")
+        return lambda: RedisStorage(url, prefix=prefix, **settings)
+    from breaker_machines.storage import PostgresStorage
+
+    dsn = request.getfixturevalue("postgres_dsn")
+    schema = request.getfixturevalue("postgres_schema")
+    return lambda: PostgresStorage(dsn, schema=schema, **settings)

@@ -8,9 +8,9 @@ import anyio
 import anyio.lowlevel
 import pytest
 from tests.conftest import FakeClock
+from tests.helpers import succeed, trip
 
 from breaker_machines import (
-    Breaker,
     BreakerGroup,
     Cascade,
     CircuitOpenError,
@@ -20,25 +20,6 @@ from breaker_machines import (
 )
 
 pytestmark = pytest.mark.anyio
-
-
-class Boom(Exception):
-    pass
-
-
-async def fail() -> None:
-    raise Boom("upstream down")
-
-
-async def succeed() -> str:
-    return "ok"
-
-
-async def trip(breaker: Breaker) -> None:
-    """Fail calls until the circuit opens."""
-    while breaker.state is not State.OPEN:
-        with pytest.raises(Boom):
-            await breaker.call(fail)
 
 
 def make(clock: FakeClock, **options: object) -> BreakerGroup:

@@ -8,12 +8,11 @@ against Redis and PostgreSQL, under asyncio and trio. No runners: the test syncs
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import pytest
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, Opener
+from tests.helpers import Boom, fail, succeed
 
 from breaker_machines import (
     Breaker,
@@ -22,40 +21,8 @@ from breaker_machines import (
     CircuitOpenError,
     State,
 )
-from breaker_machines.storage import SharedStorage
 
 pytestmark = pytest.mark.anyio
-
-Opener = Callable[[], AbstractAsyncContextManager[SharedStorage]]
-
-
-class Boom(Exception):
-    pass
-
-
-async def fail() -> None:
-    raise Boom
-
-
-async def succeed() -> str:
-    return "ok"
-
-
-@pytest.fixture(params=["redis", "postgres"])
-def open_storage(request: pytest.FixtureRequest) -> Opener:
-    """Opens one more storage on the same shared data (another process's view of it)."""
-    settings: dict[str, Any] = {"flush_interval": 3600.0, "refresh_interval": 3600.0}
-    if request.param == "redis":
-        from breaker_machines.storage import RedisStorage
-
-        url = request.getfixturevalue("redis_url")
-        prefix = request.getfixturevalue("redis_prefix")
-        return lambda: RedisStorage(url, prefix=prefix, **settings)
-    from breaker_machines.storage import PostgresStorage
-
-    dsn = request.getfixturevalue("postgres_dsn")
-    schema = request.getfixturevalue("postgres_schema")
-    return lambda: PostgresStorage(dsn, schema=schema, **settings)
 
 
 MEMBERS: dict[str, dict[str, Any]] = {

@@ -7,6 +7,7 @@ import threading
 import anyio
 import pytest
 from tests.conftest import FakeClock
+from tests.helpers import Boom, fail, succeed
 
 from breaker_machines import (
     Breaker,
@@ -24,20 +25,8 @@ from breaker_machines import (
 pytestmark = pytest.mark.anyio
 
 
-class Boom(Exception):
-    pass
-
-
 class Neutral(Exception):
     pass
-
-
-async def fail(message: str = "upstream down") -> None:
-    raise Boom(message)
-
-
-async def succeed() -> str:
-    return "ok"
 
 
 async def test_the_log_holds_transitions_and_failures_in_order(clock: FakeClock) -> None:

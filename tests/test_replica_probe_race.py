@@ -19,13 +19,14 @@ its own runner's write of the same transition waits for that write and probes.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
 import anyio.lowlevel
 import pytest
+from tests.conftest import Opener
 
 from breaker_machines import Breaker, CircuitOpenError, State
 from breaker_machines.storage import Proposal, SharedRecord, SharedStorage
@@ -43,26 +44,6 @@ class Boom(Exception):
 
 async def fail() -> None:
     raise Boom
-
-
-Opener = Callable[[], AbstractAsyncContextManager[SharedStorage]]
-
-
-@pytest.fixture(params=["redis", "postgres"])
-def open_storage(request: pytest.FixtureRequest) -> Opener:
-    """Opens one more storage on the same shared data (another process's view of it)."""
-    settings: dict[str, Any] = {"flush_interval": 3600.0, "refresh_interval": 3600.0}
-    if request.param == "redis":
-        from breaker_machines.storage import RedisStorage
-
-        url = request.getfixturevalue("redis_url")
-        prefix = request.getfixturevalue("redis_prefix")
-        return lambda: RedisStorage(url, prefix=prefix, **settings)
-    from breaker_machines.storage import PostgresStorage
-
-    dsn = request.getfixturevalue("postgres_dsn")
-    schema = request.getfixturevalue("postgres_schema")
-    return lambda: PostgresStorage(dsn, schema=schema, **settings)
 
 
 @asynccontextmanager

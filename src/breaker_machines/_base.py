@@ -1086,3 +1086,20 @@ class BreakerBase:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} {self._state.status.value}>"
+
+
+#: What a template may set (a registry's, a group's): every keyword of a breaker but its name.
+TEMPLATE_OPTIONS: Final = frozenset(inspect.signature(BreakerBase.__init__).parameters) - {
+    "self",
+    "name",
+}
+
+
+def check_template_options(options: dict[str, Any], *, name_is: str) -> None:
+    """Refuse an option a breaker does not take (``name_is``: where names come from)."""
+    for option, value in options.items():
+        if option not in TEMPLATE_OPTIONS:
+            reason = (
+                name_is if option == "name" else "is not an option of Breaker (check its spelling)"
+            )
+            raise ConfigError(option, value, reason)

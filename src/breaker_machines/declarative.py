@@ -16,14 +16,13 @@ garbage collected, taking its per-instance breakers with it.
 from __future__ import annotations
 
 import functools
-import inspect
 import itertools
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Concatenate, Final, Generic, Literal, ParamSpec, TypeVar, overload
 
-from ._base import BreakerBase
+from ._base import check_template_options
 from ._core.errors import ConfigError
 from .breaker import Breaker
 from .callbacks import is_async, refuse_non_functions
@@ -47,8 +46,6 @@ P = ParamSpec("P")
 S = TypeVar("S")
 T = TypeVar("T")
 
-#: What a declaration may set: every keyword of Breaker but the name.
-_OPTIONS: Final = frozenset(inspect.signature(BreakerBase.__init__).parameters) - {"self", "name"}
 _REGISTRY_ONLY: Final = frozenset({"prefix", "max_size", "idle_after"})
 #: Suffixes of per-instance breaker names: unique in the process, never reused.
 _INSTANCE_NUMBERS: Final = itertools.count(1)
@@ -59,13 +56,9 @@ _MAKING: Final = threading.Lock()
 def _check_options(options: dict[str, Any]) -> None:
     """ConfigError naming the first option that is not an option of Breaker."""
     for option, value in options.items():
-        if option not in _OPTIONS:
-            reason = (
-                "is an option of template(), not of circuit()"
-                if option in _REGISTRY_ONLY
-                else "is not an option of Breaker (check its spelling)"
-            )
-            raise ConfigError(option, value, reason)
+        if option in _REGISTRY_ONLY:
+            raise ConfigError(option, value, "is an option of template(), not of circuit()")
+    check_template_options(options, name_is="is the declaration's (circuit(name=...))")
 
 
 def _check_flag(field: str, value: object) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -10,7 +9,7 @@ from typing import Any, NoReturn
 import anyio
 import anyio.abc
 
-from ._base import BreakerBase
+from ._base import check_template_options
 from ._core.errors import ConfigError
 from ._core.relations import Relations, cascade_targets, check_relations, is_held
 from ._core.status import State
@@ -20,8 +19,7 @@ from .introspection import Report, report
 
 __all__ = ["BreakerGroup", "Cascade"]
 
-#: What the group's defaults and a member's options may set: Breaker's keywords but the name.
-_OPTIONS = frozenset(inspect.signature(BreakerBase.__init__).parameters) - {"self", "name"}
+_NAMED = "is made of the group's and the member's names"
 _RELATION_FIELDS = ("depends_on", "cascades_to")
 _REJECTING = (State.OPEN, State.FORCED_OPEN)
 
@@ -73,14 +71,7 @@ class BreakerGroup:
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ConfigError("name", name, "must be a non-empty string")
-        for option, value in defaults.items():
-            if option not in _OPTIONS:
-                reason = (
-                    "is made of the group's and the member's names"
-                    if option == "name"
-                    else "is not an option of Breaker (check its spelling)"
-                )
-                raise ConfigError(option, value, reason)
+        check_template_options(defaults, name_is=_NAMED)
         self.name = name
         self._defaults = dict(defaults)
         self._on_cascade = handlers("on_cascade", on_cascade)
@@ -119,9 +110,7 @@ class BreakerGroup:
             raise ConfigError("name", member, f"is already a member of group {self.name!r}")
 
     def _make(self, member: str, options: Mapping[str, Any]) -> Breaker:
-        for option, value in options.items():
-            if option not in _OPTIONS:
-                raise ConfigError(option, value, f"is not an option of Breaker (member {member!r})")
+        check_template_options(dict(options), name_is=_NAMED)
         return Breaker(f"{self.name}.{member}", **{**self._defaults, **options})
 
     def add(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -11,7 +10,7 @@ from typing import Any, NoReturn
 import anyio
 import anyio.abc
 
-from ._base import BreakerBase, _finite
+from ._base import _finite, check_template_options
 from ._core.errors import ConfigError
 from ._core.status import State
 from .breaker import Breaker
@@ -19,9 +18,6 @@ from .callbacks import check_function, logger, with_observer, without_observer
 from .introspection import Report, report
 
 __all__ = ["BreakerRegistry"]
-
-#: What a template may set: every keyword of Breaker but the name (prefix + key).
-_OPTIONS = frozenset(inspect.signature(BreakerBase.__init__).parameters) - {"self", "name"}
 
 
 class BreakerRegistry:
@@ -57,14 +53,7 @@ class BreakerRegistry:
             or not (_finite(idle_after) and idle_after > 0.0)
         ):
             raise ConfigError("idle_after", idle_after, "must be a finite number of seconds > 0")
-        for option, value in options.items():
-            if option not in _OPTIONS:
-                reason = (
-                    "is made of prefix + key"
-                    if option == "name"
-                    else "is not an option of Breaker (check its spelling)"
-                )
-                raise ConfigError(option, value, reason)
+        check_template_options(options, name_is="is made of prefix + key")
         self.prefix = prefix
         self.max_size = max_size
         self.idle_after = idle_after

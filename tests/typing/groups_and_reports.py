@@ -12,8 +12,8 @@ from typing_extensions import assert_type
 from breaker_machines import (
     Breaker,
     BreakerGroup,
-    BreakerReport,
     BreakerRegistry,
+    BreakerReport,
     Cascade,
     LoggedEvent,
     Report,
