@@ -7,9 +7,11 @@ against Redis and PostgreSQL, under asyncio and trio. No runners: the test syncs
 
 from __future__ import annotations
 
+import sys
 import uuid
 from typing import Any
 
+import anyio
 import pytest
 from tests.conftest import FakeClock, Opener
 from tests.helpers import Boom, fail, succeed
@@ -111,3 +113,71 @@ async def test_recovery_waits_for_the_fleets_view_of_the_dependency(
         assert await b["api"].call(succeed) == "ok"  # now b's api probes
         await sync_all(b)
         assert b["api"].state is State.CLOSED
+
+
+#: Another OS process: a lone breaker on the same storage, which tries one call.
+OTHER_PROCESS = """
+import sys, anyio
+from breaker_machines import Breaker, CircuitOpenError
+from breaker_machines.storage import PostgresStorage, RedisStorage
+
+kind, where, place, name = sys.argv[1:5]
+
+async def main():
+    storage = (
+        RedisStorage(where, prefix=place) if kind == "redis"
+        else PostgresStorage(where, schema=place)
+    )
+    async with storage:
+        breaker = Breaker(name, storage=storage)
+        await breaker.sync()  # adopts the stored state
+        async def call():
+            return "admitted"
+        try:
+            print(breaker.state.value, await breaker.call(call))
+        except CircuitOpenError:
+            print(breaker.state.value, "rejected")
+
+anyio.run(main)
+"""
+
+
+@pytest.mark.parametrize("kind", ["redis", "postgres"])
+async def test_another_os_process_rejects_what_a_cascade_forced(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    if kind == "redis":
+        from breaker_machines.storage import RedisStorage
+
+        where = request.getfixturevalue("redis_url")
+        place = request.getfixturevalue("redis_prefix")
+        storage: Any = RedisStorage(where, prefix=place)
+    else:
+        from breaker_machines.storage import PostgresStorage
+
+        where = request.getfixturevalue("postgres_dsn")
+        place = request.getfixturevalue("postgres_schema")
+        storage = PostgresStorage(where, schema=place)
+    name = f"shop-{uuid.uuid4().hex[:8]}"
+
+    async def other_process() -> str:
+        with anyio.fail_after(60):
+            done = await anyio.run_process(
+                [sys.executable, "-c", OTHER_PROCESS, kind, where, place, f"{name}.search"]
+            )
+        return done.stdout.decode().strip()
+
+    async with storage:
+        group = BreakerGroup(name, MEMBERS, storage=storage, consecutive_failures=1)
+        await sync_all(group)
+        assert await other_process() == "closed admitted"
+        with pytest.raises(Boom):
+            await group["edge"].call(fail)
+        await sync_all(group)  # edge's OPEN is written, then search's FORCED_OPEN
+        await sync_all(group)
+        assert group["search"].state is State.FORCED_OPEN
+        assert await other_process() == "forced_open rejected"
+        group["edge"].reset()
+        await sync_all(group)
+        await sync_all(group)
+        assert await other_process() == "closed admitted"
