@@ -55,6 +55,15 @@ def tests(session: nox.Session) -> None:
     session.run("python", "-m", "pytest", "tests", "properties", *session.posargs)
 
 
+@nox.session(python=PYTHONS[:1] or None)
+def matrix(session: nox.Session) -> None:
+    """The backend matrix: the public stateful machine against memory, Redis and PostgreSQL,
+    each under asyncio and trio; prints examples and steps per cell. ``.ci/run`` runs it with
+    the ``ci`` Hypothesis profile (``HYPOTHESIS_PROFILE=ci nox -s matrix``)."""
+    _install(session, "test")
+    session.run("python", "-m", "pytest", "properties/test_runtime_machine.py", *session.posargs)
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check."""

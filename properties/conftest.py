@@ -1,7 +1,8 @@
 """Hypothesis profiles for the property suites.
 
 * ``dev`` (the default): quick enough to run on every change; keeps the example database
-  (``.hypothesis/``) so a failure found once is replayed first next time.
+  (``.hypothesis/``) so a failure found once is replayed first next time, and prints the
+  ``@reproduce_failure`` blob of a failure.
 * ``ci``: more examples (250), derandomized (every CI run tests the same examples), no
   database, and the reproduction blob printed on failure.
 * ``quick``: ``ci`` with 100 examples, for the runs that repeat what ``ci`` already checked
@@ -16,12 +17,14 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
     "dev",
     max_examples=100,
     deadline=None,
+    print_blob=True,
 )
 settings.register_profile(
     "ci",
@@ -52,3 +55,16 @@ def _profile_name() -> str:
 
 
 settings.load_profile(_profile_name())
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """After a run that ran the stateful machine: the backend matrix, with example counts."""
+    from machine_matrix import RESULTS, table
+
+    if not RESULTS:
+        return
+    profile = _profile_name()
+    examples = settings.default.max_examples
+    terminalreporter.section(f"backend matrix: Hypothesis profile {profile!r} ({examples} max)")
+    for line in table():
+        terminalreporter.write_line(line)

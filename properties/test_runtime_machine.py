@@ -1,141 +1,27 @@
-"""The public stateful machine against every storage, under asyncio and trio."""
+"""The public stateful machine against every storage, under asyncio and trio.
+
+The configurations are the backend matrix's (``properties/machine_matrix.py``); ``nox -s
+matrix`` runs the same ones and prints how many examples and steps each ran.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
-from hypothesis import settings
 
-from breaker_machines import MemoryStorage
-from breaker_machines.storage import PostgresStorage, RedisStorage
-from breaker_machines.testing import breaker_machine
-
-_BACKENDS = ["asyncio", "trio"]
+from machine_matrix import BACKENDS, CASES, Case, run, storage_factory
 
 
-@pytest.mark.parametrize("backend", _BACKENDS)
-def test_memory_storage(backend: str) -> None:
-    machine = breaker_machine(MemoryStorage, backend=backend)
-    machine.TestCase.settings = settings(
-        settings.default, stateful_step_count=40, max_examples=settings.default.max_examples // 2
-    )
-    machine.TestCase().runTest()
-
-
-@pytest.mark.parametrize("backend", _BACKENDS)
-def test_memory_storage_with_rate_rules(backend: str) -> None:
-    machine = breaker_machine(
-        MemoryStorage,
-        backend=backend,
-        consecutive_failures=None,
-        failure_rate=0.5,
-        minimum_calls=4,
-        window=20,
-        half_open_probes=1,
-        success_threshold=1,
-    )
-    machine.TestCase.settings = settings(
-        settings.default, stateful_step_count=40, max_examples=settings.default.max_examples // 2
-    )
-    machine.TestCase().runTest()
-
-
-# --------------------------------------------------------------------------- Redis
-
-
-def _redis(url: str, prefix: str) -> Callable[[], RedisStorage]:
-    def factory() -> RedisStorage:
-        # A long flush interval: batches move when the machine syncs, or when a
-        # transition or a probe needs it, as in a busy process.
-        return RedisStorage(url, prefix=prefix, ttl=600, flush_interval=3600, timeout=5)
-
-    return factory
-
-
-def _fewer() -> settings:
-    return settings(
-        settings.default, stateful_step_count=30, max_examples=settings.default.max_examples // 8
-    )
-
-
-@pytest.mark.parametrize("backend", _BACKENDS)
-def test_redis_storage(backend: str, redis_url: str, redis_prefix: str) -> None:
-    machine = breaker_machine(_redis(redis_url, redis_prefix), backend=backend)
-    machine.TestCase.settings = _fewer()
-    machine.TestCase().runTest()
-
-
-@pytest.mark.parametrize("backend", _BACKENDS)
-def test_redis_storage_two_breakers_agree(backend: str, redis_url: str, redis_prefix: str) -> None:
-    machine = breaker_machine(_redis(redis_url, redis_prefix), backend=backend, peers=2)
-    machine.TestCase.settings = _fewer()
-    machine.TestCase().runTest()
-
-
-@pytest.mark.parametrize("backend", _BACKENDS)
-def test_redis_storage_two_breakers_with_rate_rules(
-    backend: str, redis_url: str, redis_prefix: str
-) -> None:
-    machine = breaker_machine(
-        _redis(redis_url, redis_prefix),
-        backend=backend,
-        peers=2,
-        consecutive_failures=None,
-        failure_rate=0.5,
-        minimum_calls=4,
-        window=20,
-        failures=5,
-        within=30,
-        half_open_probes=1,
-        success_threshold=1,
-    )
-    machine.TestCase.settings = _fewer()
-    machine.TestCase().runTest()
-
-
-# --------------------------------------------------------------------------- PostgreSQL
-
-
-def _postgres(dsn: str, schema: str) -> Callable[[], PostgresStorage]:
-    def factory() -> PostgresStorage:
-        return PostgresStorage(dsn, schema=schema, flush_interval=3600, timeout=5)
-
-    return factory
-
-
-@pytest.mark.parametrize("backend", _BACKENDS)
-def test_postgres_storage(backend: str, postgres_dsn: str, postgres_schema: str) -> None:
-    machine = breaker_machine(_postgres(postgres_dsn, postgres_schema), backend=backend)
-    machine.TestCase.settings = _fewer()
-    machine.TestCase().runTest()
-
-
-@pytest.mark.parametrize("backend", _BACKENDS)
-def test_postgres_storage_two_breakers_agree(
-    backend: str, postgres_dsn: str, postgres_schema: str
-) -> None:
-    machine = breaker_machine(_postgres(postgres_dsn, postgres_schema), backend=backend, peers=2)
-    machine.TestCase.settings = _fewer()
-    machine.TestCase().runTest()
-
-
-@pytest.mark.parametrize("backend", _BACKENDS)
-def test_postgres_storage_two_breakers_with_rate_rules(
-    backend: str, postgres_dsn: str, postgres_schema: str
-) -> None:
-    machine = breaker_machine(
-        _postgres(postgres_dsn, postgres_schema),
-        backend=backend,
-        peers=2,
-        consecutive_failures=None,
-        failure_rate=0.5,
-        minimum_calls=4,
-        window_calls=20,
-        failures=5,
-        within=30,
-        half_open_probes=1,
-        success_threshold=1,
-    )
-    machine.TestCase.settings = _fewer()
-    machine.TestCase().runTest()
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+def test_machine(case: Case, backend: str, request: pytest.FixtureRequest) -> None:
+    redis = postgres = ("", "")
+    if case.storage == "redis":
+        redis = (request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix"))
+    elif case.storage == "postgres":
+        postgres = (
+            request.getfixturevalue("postgres_dsn"),
+            request.getfixturevalue("postgres_schema"),
+        )
+    tally = run(case, backend, storage_factory(case, redis=redis, postgres=postgres))
+    assert tally.examples > 0
+    assert tally.steps > 0
