@@ -143,10 +143,12 @@ def run(case: Case, backend: str, factory: Callable[[], Any]) -> Tally:
         def count_steps(self) -> None:  # runs after the set-up and after every step
             tally.steps += 1
 
+    default = settings.default
+    assert default is not None
     Counted.TestCase.settings = settings(
-        settings.default,
+        default,
         stateful_step_count=case.steps,
-        max_examples=max(1, settings.default.max_examples // case.share),
+        max_examples=max(1, default.max_examples // case.share),
     )
     started = time.perf_counter()
     try:
