@@ -64,6 +64,18 @@ def matrix(session: nox.Session) -> None:
     session.run("python", "-m", "pytest", "properties/test_runtime_machine.py", *session.posargs)
 
 
+@nox.session(python=PYTHONS[:1] or None)
+def mutation(session: nox.Session) -> None:
+    """Mutation testing of ``_core`` (mutmut; ``[tool.mutmut]`` in pyproject.toml): each
+    mutant runs the core's tests and properties (``quick`` profile) that reach it. Slow (see
+    docs/verification.md), so not part of ``.ci/run``. ``-- --max-children N`` in parallel."""
+    _install(session, "test")
+    session.install("mutmut>=3.3")
+    session.env["HYPOTHESIS_PROFILE"] = "quick"
+    session.run("mutmut", "run", *session.posargs)
+    session.run("python", "scripts/mutation_score.py")
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check."""
