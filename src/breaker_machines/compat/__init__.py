@@ -1,0 +1,1 @@
+"""Drop-in replacements for other circuit-breaker libraries, on breaker_machines."""
