@@ -14,6 +14,7 @@ from breaker_machines import (
     ConfigError,
     State,
     ThreadedBreaker,
+    _base,
 )
 
 
@@ -68,6 +69,42 @@ def test_concurrent_failures_count_exactly() -> None:
     stats = breaker.stats()
     assert stats.failures == 2000
     assert stats.failures_in_window == 2000
+
+
+def test_stats_folding_pending_failures_loses_no_concurrent_failure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Failures that cannot trip yet are counted without the core and folded into its state
+    # later. stats() folds them too (through snapshot), under the lock: a failure another
+    # thread counts meanwhile waits for the fold instead of being overwritten by it.
+    breaker = ThreadedBreaker("svc", consecutive_failures=1000)
+    for _ in range(3):
+        with pytest.raises(Boom), breaker.guard():
+            raise Boom
+    folding, counted = threading.Event(), threading.Event()
+    real = _base.add_failures
+
+    def slow_fold(state: Any, count: int) -> Any:
+        if threading.current_thread() is reader:
+            folding.set()
+            counted.wait(0.5)  # a writer not held off by the lock counts meanwhile
+        return real(state, count)
+
+    def fail_once() -> None:
+        with pytest.raises(Boom), breaker.guard():
+            raise Boom
+        counted.set()
+
+    monkeypatch.setattr(_base, "add_failures", slow_fold)
+    reader = threading.Thread(target=breaker.stats)
+    writer = threading.Thread(target=fail_once)
+    reader.start()
+    assert folding.wait(5)
+    writer.start()
+    reader.join(5)
+    writer.join(5)
+    monkeypatch.undo()
+    assert breaker.stats().consecutive_failures == 4
 
 
 def test_half_open_admits_one_probe_across_threads(clock: Any) -> None:

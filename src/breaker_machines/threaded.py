@@ -15,7 +15,7 @@ from typing import Any, Final, NoReturn, ParamSpec, TypeVar
 
 from ._base import _LOG, BreakerBase
 from ._core.errors import ConfigError
-from ._core.records import Admitted, Event, Rejected
+from ._core.records import Admitted, BreakerState, Event, Rejected
 from ._core.status import Outcome, State
 from .callbacks import Transition, is_async, refuse_non_functions
 from .errors import BreakerError, BulkheadFullError, FailedResultError
@@ -168,6 +168,16 @@ class ThreadedBreaker(BreakerBase):
     def _step_control(self, event: Event) -> list[Transition]:
         with self._lock:
             return super()._step_control(event)
+
+    @property
+    def snapshot(self) -> BreakerState:
+        """The core's full state record (immutable; safe to keep or serialise).
+
+        Taken under the lock: the failures counted without the core are folded into the
+        state while no other thread counts one (``stats()`` reads it too).
+        """
+        with self._lock:
+            return BreakerBase.snapshot.fget(self)  # type: ignore[attr-defined, no-any-return]
 
     def guard(self) -> ThreadedGuard:
         """A context manager guarding one call."""
