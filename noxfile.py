@@ -178,7 +178,9 @@ def wheel(session: nox.Session) -> None:
     session.install(f"{wheels[0]}[trio,redis,postgres,otel]")
     session.install(*nox.project.dependency_groups(PYPROJECT, "typecheck"))
     work = Path(tempfile.mkdtemp(prefix="bm-wheel-tests-")) / "checkout"
-    skip = shutil.ignore_patterns("src", ".git", ".venv", ".nox", "site", "__pycache__", "*.pyc")
+    skip = shutil.ignore_patterns(
+        "src", ".git", ".venv", ".nox", "site", "mutants", "__pycache__", "*.pyc"
+    )
     shutil.copytree(ROOT, work, ignore=skip)
     # The properties already ran with the heavier "ci" profile in the tests sessions; here
     # the question is whether the installed wheel works, so the lighter profile does.
