@@ -696,9 +696,7 @@ class _Threaded:
         return self.breaker.state
 
     def snapshot(self) -> BreakerState:
-        breaker = self.breaker
-        with breaker._lock:  # snapshot folds failures counted without the core
-            return breaker.snapshot
+        return self.breaker.snapshot  # folds failures counted without the core, locked
 
     def control(self, make: Callable[[BreakerState, float], Event]) -> None:
         breaker = self.breaker
@@ -710,7 +708,9 @@ class _Threaded:
     def set_policy(self, policy: Policy) -> None:
         breaker = self.breaker
         with breaker._lock:
-            state = breaker.snapshot
+            if breaker._room != breaker._room_full:
+                breaker._fold()  # failures counted without the core (snapshot, unlocked)
+            state = breaker._state
             breaker.policy = policy
             breaker._install(state)  # re-derives what the runtime derives from the policy
 
