@@ -157,3 +157,33 @@ def test_an_unknown_owner_is_refused() -> None:
     with pytest.raises(ConfigError) as caught:
         check_relations(["a"], {"ghost": []}, {})
     assert (caught.value.field, caught.value.value) == ("name", "ghost")
+
+
+@pytest.mark.parametrize(
+    ("depends", "cascades", "message"),
+    [
+        ({"a": "b"}, {}, "depends_on='b': must be a list or tuple of breaker names"),
+        ({}, {"a": {"b"}}, "cascades_to={'b'}: must be a list or tuple of breaker names"),
+        ({"a": [1]}, {}, "depends_on=1: must be a breaker name (a string)"),
+        ({"a": ["a"]}, {}, "depends_on='a': 'a' cannot relate to itself"),
+        ({}, {"b": ["z"]}, "cascades_to='z': is not a breaker of this group"),
+        ({"a": ["b", "b"]}, {}, "depends_on='b': is named twice"),
+        ({"z": []}, {}, "name='z': is not a breaker of this group"),
+        (
+            {"a": ["b"], "b": ["c"], "c": ["b"]},
+            {},
+            "depends_on='b -> c -> b': is a cycle: its members could never recover",
+        ),
+    ],
+)
+def test_refusals_name_the_field_the_value_and_why(
+    depends: dict[str, object], cascades: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        check_relations(["a", "b", "c"], depends, cascades)
+    assert str(caught.value) == message
+
+
+def test_a_diamond_is_not_a_cycle() -> None:
+    relations = check_relations(["a", "b", "c", "d"], {"a": ["b", "c"], "b": ["d"], "c": ["d"]}, {})
+    assert relations.depends_on["a"] == ("b", "c")

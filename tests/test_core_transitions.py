@@ -940,3 +940,69 @@ def test_a_bucket_beyond_the_policys_bucket_count_is_malformed() -> None:
 def test_shared_counts_need_a_finite_time(now: Any) -> None:
     with pytest.raises(InvalidEvent, match="now="):
         step(Policy(), BreakerState(), Synced(0, 0, 0, EMPTY_WINDOW, EMPTY_WINDOW, now))
+
+
+# ------------------------------------------------------------ held (coordinated recovery)
+
+
+def test_held_keeps_open_past_retry_at_and_admits_no_probe() -> None:
+    run = Run(consecutive_failures=1, reset_after=10.0)
+    run.call(F)
+    run.now = 10.0
+    assert run.send(CallRequested(run.now, True)) == (Rejected(None),)
+    assert run.send(Tick(run.now, True)) == ()
+    assert run.state.status is State.OPEN
+    assert run.send(Tick(run.now)) == (
+        Transitioned(State.OPEN, State.HALF_OPEN, Reason.RESET_AFTER_ELAPSED, 2),
+        Persist(2),
+    )
+    assert run.send(CallRequested(run.now, True)) == (Rejected(None),)  # half-open, held
+    assert run.state.probes == ()
+
+
+def test_a_held_probe_success_frees_its_permit_and_does_not_count() -> None:
+    run = Run(consecutive_failures=1, reset_after=10.0, success_threshold=1)
+    run.call(F)
+    run.now = 10.0
+    probe = run.probe()
+    event = CallFinished(S, run.now, 0.0, run.state.version, probe, 0.5, True)
+    assert run.send(event) == ()
+    assert run.state.status is State.HALF_OPEN
+    assert run.state.probes == ()
+    assert run.state.half_open_successes == 0
+    probe = run.probe()
+    assert opened(run.call(S, probe=probe), Reason.PROBES_SUCCEEDED)  # not held: it closes
+
+
+@pytest.mark.parametrize("held", [None, 0, 1, "yes"])
+def test_held_must_be_a_bool_where_it_is_read(held: Any) -> None:
+    run = Run(consecutive_failures=1, reset_after=10.0)
+    run.call(F)
+    run.now = 10.0
+    with pytest.raises(InvalidEvent, match=r"^held=.* is not True or False$"):
+        run.send(CallRequested(run.now, held))
+
+
+@pytest.mark.parametrize("event", [CallRequested(5.0), Tick(5.0)], ids=["request", "tick"])
+def test_an_open_state_without_retry_at_is_refused_by_name(event: Event) -> None:
+    with pytest.raises(InvalidEvent, match=r"^an OPEN state must have retry_at$"):
+        step(Policy(), BreakerState(status=State.OPEN, version=1), event)
+
+
+def test_a_half_open_outcome_without_its_permit_is_refused_by_name() -> None:
+    state = BreakerState(status=State.HALF_OPEN, version=1, probes=(Probe(0, 99.0),), next_probe=1)
+    with pytest.raises(
+        InvalidEvent,
+        match=r"^a half-open outcome of the current generation needs its probe permit$",
+    ):
+        step(Policy(), state, CallFinished(S, 1.0, 0.0, 1, None))
+
+
+def test_rate_buckets_floor_negative_times() -> None:
+    # A time is any finite number: -0.5 and 0.5 are in different buckets of width 1.
+    run = Run(failure_rate=0.9, minimum_calls=100, window=10.0, buckets=10)
+    run.now = -0.5
+    run.call(S)
+    run.now = 0.5
+    run.call(S)
+    assert len(run.state.rate_window.buckets) == 2

@@ -64,7 +64,7 @@ class Relations:
 def _names(field_name: str, owner: str, value: object, known: Iterable[str]) -> tuple[str, ...]:
     if isinstance(value, str) or not isinstance(value, (tuple, list)):
         raise ConfigError(field_name, value, "must be a list or tuple of breaker names")
-    names: tuple[object, ...] = tuple(cast("Iterable[object]", value))
+    names: tuple[object, ...] = tuple(cast(Iterable[object], value))
     known = set(known)
     seen: set[str] = set()
     for name in names:
@@ -93,20 +93,20 @@ def check_relations(
     for owner in (*deps, *cascades):
         if owner not in known:
             raise ConfigError("name", owner, "is not a breaker of this group")
-    # depends_on must be acyclic: depth-first search with colours.
-    visiting: set[str] = set()
+    # depends_on must be acyclic: depth-first search. A name is entered once; finished
+    # names are checked first, so reaching an entered, unfinished one is a cycle.
+    entered: set[str] = set()
     done: set[str] = set()
 
     def visit(name: str, path: tuple[str, ...]) -> None:
         if name in done:
             return
-        if name in visiting:
+        if name in entered:
             cycle = " -> ".join((*path[path.index(name) :], name))
             raise ConfigError("depends_on", cycle, "is a cycle: its members could never recover")
-        visiting.add(name)
+        entered.add(name)
         for dep in deps.get(name, ()):
             visit(dep, (*path, name))
-        visiting.discard(name)
         done.add(name)
 
     for name in deps:
