@@ -76,6 +76,12 @@ def test_totals_at_the_head_or_before_are_the_totals() -> None:
     assert totals_at(EMPTY_WINDOW, N, 0) == (0, 0, 0)
 
 
+def test_totals_at_subtract_each_expired_bucket() -> None:
+    window = _fill((5, 1, 1), (6, 1, 1), (6, 1, 0), (7, 1, 1))
+    assert totals_at(window, N, 8) == (3, 3, 2)  # bucket 5 (1, 1, 1) expired
+    assert totals_at(window, N, 9) == (1, 1, 1)
+
+
 def test_totals_at_a_later_index_forget_expired_buckets() -> None:
     window = _fill((5, 1, 0), (6, 0, 1), (7, 1, 1))
     assert totals_at(window, N, 8) == (2, 1, 2)  # bucket 5 expired
