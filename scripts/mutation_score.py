@@ -1,8 +1,9 @@
 """The mutation score of ``_core`` after ``mutmut run``, checked against docs/verification.md.
 
 Reads ``mutmut results --all true`` (one line per mutant: its name and status) and prints the
-counts by status and the score: killed / (killed + survived + timed out + suspicious).
-Mutants with no test reaching them count as survivors. Every mutant that was not killed must
+counts by status and the score: detected / all run, where a mutant is detected when a test
+failed on it ("killed") or it made the tests hang ("timeout"). Mutants with no test reaching
+them count as survivors. Every mutant that was not detected must
 be listed in docs/verification.md (a line starting with ``- `<mutant name>` ``, in the
 section "Surviving mutants", with the reason it is equivalent or cannot be killed); the
 script exits 1 when one is not, or when a listed mutant no longer survives (the list must
@@ -47,17 +48,20 @@ def main() -> int:
         print("no mutation results: run `mutmut run` first")
         return 1
     counts = Counter(statuses.values())
-    killed = counts["killed"]
+    detected = counts["killed"] + counts["timeout"]
     unchecked = counts["not checked"] + counts["skipped"]
     judged = len(statuses) - unchecked
-    score = 100.0 * killed / judged if judged else 0.0
+    score = 100.0 * detected / judged if judged else 0.0
     print(f"{len(statuses)} mutants: " + ", ".join(f"{n} {s}" for s, n in counts.most_common()))
-    print(f"score: {killed}/{judged} killed = {score:.1f}% (goal {GOAL:.0f}%)")
-    alive = sorted(name for name, status in statuses.items() if status not in ("killed",))
-    alive = [name for name in alive if statuses[name] not in ("not checked", "skipped")]
+    print(f"score: {detected}/{judged} detected = {score:.1f}% (goal {GOAL:.0f}%)")
+    alive = sorted(
+        name
+        for name, status in statuses.items()
+        if status not in ("killed", "timeout", "not checked", "skipped")
+    )
     listed = set(_LISTED.findall(DOC.read_text(encoding="utf-8"))) if DOC.exists() else set()
     undocumented = [name for name in alive if name not in listed]
-    stale = sorted(name for name in listed if name in statuses and statuses[name] == "killed")
+    stale = sorted(name for name in listed if statuses.get(name) in ("killed", "timeout"))
     if "--write" in sys.argv:
         for name in undocumented:
             print(f"- `{name}` ({statuses[name]}): ")
