@@ -1006,3 +1006,15 @@ def test_rate_buckets_floor_negative_times() -> None:
     run.now = 0.5
     run.call(S)
     assert len(run.state.rate_window.buckets) == 2
+
+
+def test_probe_permits_change_nothing_else_of_an_adopted_state() -> None:
+    # Remote adoption takes a record as it is, retry_at included even in HALF_OPEN; issuing
+    # and releasing probe permits then touches only the permits.
+    run = Run(half_open_probes=2)
+    run.send(RemoteObserved(State.HALF_OPEN, 3, 1.0, 5.0, 2, run.now))
+    adopted = run.state
+    probe = run.probe()
+    assert run.state._replace(probes=(), next_probe=0) == adopted._replace(next_probe=0)
+    run.call(C, probe=probe)
+    assert run.state._replace(next_probe=0) == adopted._replace(next_probe=0)
