@@ -1018,3 +1018,36 @@ def test_probe_permits_change_nothing_else_of_an_adopted_state() -> None:
     assert run.state._replace(probes=(), next_probe=0) == adopted._replace(next_probe=0)
     run.call(C, probe=probe)
     assert run.state._replace(next_probe=0) == adopted._replace(next_probe=0)
+
+
+@pytest.mark.parametrize(
+    ("opened_at", "retry_at"),
+    [
+        (True, 5.0),
+        ("1.0", 5.0),
+        (math.nan, 5.0),
+        (float(2**1000), 5.0),
+        (-float(2**1000), 5.0),
+        (2**1000, 5.0),
+        (1.0, False),
+        (1.0, "5"),
+        (1.0, math.inf),
+        (1.0, -(2**1000)),
+    ],
+)
+def test_a_malformed_remote_time_is_refused(opened_at: Any, retry_at: Any) -> None:
+    event = RemoteObserved(State.OPEN, 3, opened_at, retry_at, 1, 0.0)
+    with pytest.raises(InvalidEvent, match=r"^remote state RemoteObserved\(.*\) is malformed$"):
+        step(Policy(), BreakerState(), event)
+
+
+def test_times_just_inside_the_range_are_adopted() -> None:
+    largest = 2**1000 - 1
+    event = RemoteObserved(State.OPEN, 3, -largest, largest, 1, 0.0)
+    assert step(Policy(), BreakerState(), event).state.retry_at == largest
+
+
+def test_a_remote_open_state_without_retry_at_is_refused_by_name() -> None:
+    event = RemoteObserved(State.OPEN, 3, 1.0, None, 1, 0.0)
+    with pytest.raises(InvalidEvent, match=r"^a remote OPEN state must have retry_at$"):
+        step(Policy(), BreakerState(), event)

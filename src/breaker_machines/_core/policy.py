@@ -258,8 +258,8 @@ class Policy:
         never draws one itself); it only matters when ``jitter`` is set.
         """
         duration = self.reset_after
-        if self.backoff > 1.0 and trips > 1:
-            cap = self.max_reset_after if self.max_reset_after is not None else duration
+        cap = self.max_reset_after  # set whenever backoff > 1 (checked on construction)
+        if cap is not None and trips > 1:
             try:
                 duration = min(cap, duration * self.backoff ** (trips - 1))
             except OverflowError:
