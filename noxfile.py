@@ -23,7 +23,9 @@ ROOT = Path(__file__).parent
 PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
 SUPPORTED = ["3.10", "3.11", "3.12", "3.13"]
 CORE_COVERAGE = 100
-PACKAGE_COVERAGE_REPORTED = True
+#: A ratchet under the package's branch coverage (90% measured without the fault tests):
+#: it may not fall back. The goal is 95% (docs/verification.md).
+PACKAGE_COVERAGE = 88
 
 
 def _available(version: str) -> bool:
@@ -106,7 +108,8 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def coverage(session: nox.Session) -> None:
-    """Branch coverage: 100% of the core is required; the whole package is reported."""
+    """Branch coverage: 100% of the core is required; the package may not fall under the
+    ratchet (``PACKAGE_COVERAGE``)."""
     _install(session, "test")
     # The properties ran with the heavier "ci" profile in the tests sessions; the fault tests
     # (timing-based: a killed, paused or slowed server against real timeouts) ran there too,
@@ -130,7 +133,7 @@ def coverage(session: nox.Session) -> None:
         "--include=*/breaker_machines/_core/*",
         f"--fail-under={CORE_COVERAGE}",
     )
-    session.run("coverage", "report", "--fail-under=0")
+    session.run("coverage", "report", f"--fail-under={PACKAGE_COVERAGE}")
 
 
 @nox.session
