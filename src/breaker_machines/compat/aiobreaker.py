@@ -49,6 +49,7 @@ from ..breaker import Breaker, Guard
 from ..callbacks import Transition, check_function, is_async, logger
 from ..errors import BreakerError, CircuitOpenError
 from ..storage.memory import MemoryStorage
+from ._rules import ExcludeRule, is_excluded
 
 __all__ = [
     "CircuitBreaker",
@@ -65,7 +66,6 @@ __all__ = [
 P = ParamSpec("P")
 T = TypeVar("T")
 
-ExcludeRule = type[BaseException] | Callable[[BaseException], object]
 """An excluded exception: an exception class, or a predicate on the exception."""
 
 _DEFAULT_TIMEOUT: Final = timedelta(seconds=60)
@@ -552,22 +552,7 @@ class CircuitBreaker:
         return not self._excluded(exception)
 
     def _excluded(self, error: BaseException) -> bool:
-        for rule in self._exclude:
-            if isinstance(rule, type):
-                if isinstance(error, rule):
-                    return True
-                continue
-            try:
-                if rule(error):
-                    return True
-            except Exception:
-                logger.exception(
-                    "breaker %r: exclude predicate %r raised; treated as no match",
-                    self._breaker.name,
-                    rule,
-                    extra={"breaker": self._breaker.name},
-                )
-        return False
+        return is_excluded(self._exclude, error, breaker=self._breaker.name, log=logger)
 
     @property
     def listeners(self) -> tuple[CircuitBreakerListener, ...]:

@@ -66,6 +66,7 @@ from ..callbacks import Transition, is_async
 from ..errors import CircuitOpenError
 from ..storage.shared import StorageError
 from ..threaded import ThreadedBreaker
+from ._rules import ExcludeRule, is_excluded
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -135,7 +136,6 @@ _NO_TORNADO: Final = (
 # operation is treated as unreachable for that operation.
 _MAX_ATTEMPTS: Final = 64
 
-ExcludeRule = type[BaseException] | Callable[[BaseException], object]
 """What ``exclude`` holds: an exception type, or a predicate on the exception."""
 
 
@@ -1227,21 +1227,7 @@ class CircuitBreaker:
         """Whether ``exception`` signals a malfunction (counts as a failure): True unless
         it is an instance of an excluded type or an excluded predicate returns true for it.
         A predicate that raises is logged and does not exclude."""
-        for rule in self._excluded:
-            if isinstance(rule, type):
-                if isinstance(exception, rule):
-                    return False
-                continue
-            try:
-                if rule(exception):
-                    return False
-            except Exception:
-                logger.exception(
-                    "breaker %r: exclude predicate %r raised; treated as no match",
-                    self._name,
-                    rule,
-                )
-        return True
+        return not is_excluded(self._excluded, exception, breaker=self._name, log=logger)
 
     # -- listeners
 
