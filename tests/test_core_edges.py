@@ -157,3 +157,13 @@ def test_shared_counts_trip_by_the_policys_own_rule(name: str, reason: Reason) -
     moved = [(e.source, e.target, e.reason) for e in effects if isinstance(e, Transitioned)]
     assert moved == [(State.CLOSED, State.OPEN, reason)]
     assert moved[0] in EDGES
+
+
+def test_a_transition_that_is_not_an_edge_is_refused() -> None:
+    # The guard every transition passes: a handler asking for an edge the table does not
+    # list is a bug in the core, reported as InvalidEvent naming the edge.
+    from breaker_machines._core.transitions import _transition
+
+    assert (State.CLOSED, State.HALF_OPEN, Reason.RESET) not in EDGES
+    with pytest.raises(InvalidEvent, match=r"^no edge CLOSED -> HALF_OPEN \(reset\)$"):
+        _transition(BreakerState(), State.HALF_OPEN, Reason.RESET, BreakerState(version=1))

@@ -63,6 +63,16 @@ REFUSALS: list[tuple[dict[str, Any], str]] = [
         {"failures": 3, "within": 1e-09},
         "within=1e-09: is too small for 10 buckets: each must span at least a microsecond",
     ),
+    ({"window": 10.0}, "window=10.0: needs failure_rate or slow_call_rate"),
+    ({"window_calls": 10}, "window_calls=10: needs failure_rate or slow_call_rate"),
+    (
+        {"failure_rate": 0.5, "window_calls": 33},  # its largest divisor up to 10 is 3
+        "window_calls=33: has no divisor between 5 and 10 to split it into buckets (the window would empty all at once): pass buckets= (a divisor of window_calls) or choose a rounder window_calls",  # noqa: E501
+    ),
+    (
+        {"failure_rate": 0.5, "window_calls": 52},  # ... and 4 for this one
+        "window_calls=52: has no divisor between 5 and 10 to split it into buckets (the window would empty all at once): pass buckets= (a divisor of window_calls) or choose a rounder window_calls",  # noqa: E501
+    ),
     ({"reset_after": 0.0}, "reset_after=0.0: must be > 0 seconds"),
     ({"reset_after": -1.0}, "reset_after=-1.0: must be > 0 seconds"),
     ({"backoff": 0.5}, "backoff=0.5: must be a finite multiplier >= 1"),
@@ -105,8 +115,12 @@ def test_the_refusal_says_field_value_and_why(options: dict[str, Any], message: 
 @pytest.mark.parametrize(
     "options",
     [
-        {"failures": 3, "within": 1e-5},  # buckets of exactly a microsecond
+        {"failures": 3, "within": 1e-5},  # buckets of a microsecond (and a little)
         {"failure_rate": 0.5, "window": 1e-5},
+        {"failures": 3, "within": 1e-6, "buckets": 1},  # exactly a microsecond
+        {"failure_rate": 0.5, "window": 1e-6, "buckets": 1},
+        {"consecutive_failures": 2**31 - 1},  # the largest count
+        {"failure_rate": 0.5, "window": 10.0, "buckets": 1000},  # the most buckets
         {"backoff": 2.0, "reset_after": 30.0, "max_reset_after": 30.0},
         {"reset_after": 1e308, "jitter": 0.5},  # large, and still finite with jitter
         {"success_threshold": 3, "half_open_probes": 2},
@@ -121,3 +135,42 @@ def test_calls_per_bucket_is_a_whole_number(window_calls: int, per_bucket: int) 
     policy = Policy(failure_rate=0.5, window_calls=window_calls)
     assert policy.rate_bucket_calls == per_bucket
     assert type(policy.rate_bucket_calls) is int
+
+
+DURATIONS = [
+    "within",
+    "slow_call_duration",
+    "window",
+    "reset_after",
+    "max_reset_after",
+    "probe_lease",
+]
+
+
+@pytest.mark.parametrize("name", DURATIONS)
+def test_an_int_duration_beyond_float_range_is_refused(name: str) -> None:
+    # math.isfinite() raises OverflowError for such an int: it must become a ConfigError,
+    # not escape, and not pass as finite.
+    companions = {
+        "within": {"failures": 3},
+        "slow_call_duration": {"slow_call_rate": 0.5},
+        "window": {"failure_rate": 0.5},
+        "max_reset_after": {"backoff": 2.0},
+    }
+    huge = 10**400
+    with pytest.raises(ConfigError) as caught:
+        Policy(**companions.get(name, {}), **{name: huge})
+    assert str(caught.value) == f"{name}={huge!r}: must be a finite number of seconds"
+
+
+def test_window_calls_with_five_calls_a_bucket_are_accepted() -> None:
+    # 25 has no divisor between 6 and 10 but 5 is enough: five buckets of five calls.
+    policy = Policy(failure_rate=0.5, window_calls=25)
+    assert (policy.bucket_count, policy.rate_bucket_calls) == (5, 5)
+
+
+@pytest.mark.parametrize("trips", [1, 0, -3])
+def test_the_first_trip_and_below_open_for_reset_after(trips: int) -> None:
+    policy = Policy(reset_after=10.0, backoff=2.0, max_reset_after=100.0)
+    assert policy.open_duration(trips, 0.5) == 10.0
+    assert policy.open_duration(2, 0.5) == 20.0

@@ -59,6 +59,26 @@ def test_records_of_the_same_type_compare_and_hash_by_value() -> None:
     assert WakeAt(3) not in {Persist(3): None}
 
 
+def test_record_hashes_spread_over_class_and_fields() -> None:
+    # Equal-field records of different classes, and records of one class with different
+    # fields, hash apart (they would still be told apart by ``==``, but a constant or
+    # field-blind hash turns every dict and set of records into a linear scan).
+    events = [cls(1.0) for cls in ONE_FIELD_TIME]
+    assert len({hash(event) for event in events}) == len(events)
+    assert len({hash(Tick(float(t))) for t in range(50)}) == 50
+    assert hash(Persist(3)) != hash(WakeAt(3))
+    assert hash(Admitted(0, None)) != hash((0, None))
+
+
+def test_state_enums_hash_by_identity() -> None:
+    # The transition table is looked up by state on every event: members hash with the
+    # C-level identity hash, not Enum's hash of the name.
+    for enum_type in (State, Outcome, Reason):
+        assert enum_type.__hash__ is object.__hash__
+        member = next(iter(enum_type))
+        assert hash(member) == object.__hash__(member)
+
+
 def test_records_are_immutable_and_have_no_dict() -> None:
     state = BreakerState()
     with pytest.raises(AttributeError):

@@ -43,13 +43,13 @@ def _finite(value: int | float) -> bool:
         return False
 
 
-def _check_duration(name: str, value: object, *, allow_zero: bool = False) -> None:
+def _check_duration(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(name, value, "must be a number of seconds")
     if not _finite(value):
         raise ConfigError(name, value, "must be a finite number of seconds")
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ConfigError(name, value, "must be > 0 seconds" if not allow_zero else "must be >= 0")
+    if value <= 0:
+        raise ConfigError(name, value, "must be > 0 seconds")
 
 
 def _check_rate(name: str, value: object) -> None:
@@ -255,7 +255,8 @@ class Policy:
         """Seconds the circuit stays OPEN on its ``trips``-th consecutive trip.
 
         ``draw`` is a uniform random number in ``[0, 1]`` supplied by the caller (the core
-        never draws one itself); it only matters when ``jitter`` is set.
+        never draws one itself); it only matters when ``jitter`` is set. A ``trips`` below 1
+        counts as the first trip (``reset_after``, never less).
         """
         duration = self.reset_after
         cap = self.max_reset_after  # set whenever backoff > 1 (checked on construction)

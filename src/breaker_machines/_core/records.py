@@ -47,21 +47,31 @@ _R = TypeVar("_R")
 _tuple_eq: Callable[[tuple[Any, ...], object], bool] = tuple.__eq__  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
 
 
+def _record_eq(self: tuple[Any, ...], other: object) -> bool:
+    """Records are equal when they are of the same class and their fields are equal."""
+    return type(self) is type(other) and _tuple_eq(self, other)
+
+
+def _record_ne(self: tuple[Any, ...], other: object) -> bool:
+    """The negation of ``_record_eq``."""
+    return not _record_eq(self, other)
+
+
+def _record_hash(self: tuple[Any, ...]) -> int:
+    """A hash that tells records of different classes with equal fields apart."""
+    return hash((type(self).__name__, *self))
+
+
 def _typed_equality(cls: type[_R]) -> type[_R]:
-    """Make a NamedTuple compare equal only to instances of its own class."""
+    """Make a NamedTuple compare equal only to instances of its own class.
 
-    def __eq__(self: tuple[Any, ...], other: object) -> bool:
-        return type(self) is type(other) and _tuple_eq(self, other)
-
-    def __ne__(self: tuple[Any, ...], other: object) -> bool:
-        return not __eq__(self, other)
-
-    def __hash__(self: tuple[Any, ...]) -> int:
-        return hash((type(self).__name__, *self))
-
-    cls.__eq__ = __eq__  # type: ignore[assignment,method-assign]
-    cls.__ne__ = __ne__  # type: ignore[assignment,method-assign]
-    cls.__hash__ = __hash__  # type: ignore[assignment,method-assign]
+    The comparisons are module-level functions rather than closures made here so that the
+    code deciding equality runs when records are compared, not when this module is
+    imported (mutation testing can only judge code that runs under a test).
+    """
+    cls.__eq__ = _record_eq  # type: ignore[assignment,method-assign]
+    cls.__ne__ = _record_ne  # type: ignore[assignment,method-assign]
+    cls.__hash__ = _record_hash  # type: ignore[assignment,method-assign]
     return cls
 
 

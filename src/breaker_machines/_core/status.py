@@ -21,9 +21,6 @@ class State(enum.Enum):
     FORCED_OPEN = "forced_open"
     DISABLED = "disabled"
 
-    def __hash__(self) -> int:  # pragma: no cover - replaced by object.__hash__ below
-        return object.__hash__(self)
-
 
 class Outcome(enum.Enum):
     """How an admitted call ended, as classified by the runtime.
@@ -38,9 +35,6 @@ class Outcome(enum.Enum):
     TIMEOUT = "timeout"
     CANCELLED = "cancelled"
     IGNORED = "ignored"
-
-    def __hash__(self) -> int:  # pragma: no cover - replaced by object.__hash__ below
-        return object.__hash__(self)
 
 
 class Reason(enum.Enum):
@@ -60,14 +54,11 @@ class Reason(enum.Enum):
     ENABLED = "enabled"
     REMOTE = "remote"
 
-    def __hash__(self) -> int:  # pragma: no cover - replaced by object.__hash__ below
-        return object.__hash__(self)
-
 
 # Members are singletons compared by identity; hashing by identity is the C-level object
 # hash instead of Enum's Python-level hash of the name (the transition table is looked up by
-# state on every event). Assigned after the class bodies so type checkers see an ordinary
-# ``__hash__`` method (a class-body alias reads as an ambiguous override to them).
+# state on every event). Assigned after the class bodies: a class-body alias reads as an
+# ambiguous override to type checkers.
 for _enum in (State, Outcome, Reason):
     setattr(_enum, "__hash__", object.__hash__)  # noqa: B010
 del _enum
