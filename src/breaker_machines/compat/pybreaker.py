@@ -774,7 +774,9 @@ class _Stored:
         self._trial = threading.Lock()
         self._seen_lock = threading.Lock()
         self._seen = (-1, State.CLOSED)
-        loaded = self._load()  # as pybreaker reads its storage when built: no notification
+        # As pybreaker reads its storage when built: no notification (the listeners would
+        # hear of a change from a state this breaker never had, on a half-built breaker).
+        loaded = self._load(notify=False)
         if loaded is not None:
             self._seen = (loaded[1].version, loaded[1].status)
 
@@ -816,7 +818,7 @@ class _Stored:
             self._degraded = False
             logger.warning("pybreaker storage %s answers again", type(self._storage).__name__)
 
-    def _load(self) -> tuple[str | None, BreakerState] | None:
+    def _load(self, *, notify: bool = True) -> tuple[str | None, BreakerState] | None:
         try:
             text = self._storage.read()
         except Exception:
@@ -824,7 +826,8 @@ class _Stored:
             return None
         self._answered()
         state = self._parse(text)
-        self._notice(state)
+        if notify:
+            self._notice(state)
         return text, state
 
     def _swap(
@@ -1061,10 +1064,12 @@ class _PendingCall:
     __slots__ = ("finalizer", "permit")
 
     def __init__(self, permit: _Permit) -> None:
-        self.permit: _Permit = permit
+        self.permit: _Permit | None = permit
         self.finalizer: weakref.finalize[Any, Any] | None = None
 
-    def take(self) -> _Permit:
+    def take(self) -> _Permit | None:
+        """The permit, once; None when it was settled already (a generator dropped while
+        suspended is finalized before it is closed: the close finds nothing to settle)."""
         permit, self.permit = self.permit, None
         if self.finalizer is not None:
             self.finalizer.detach()
@@ -1378,9 +1383,13 @@ class CircuitBreaker:
         try:
             result = yield from inner
         except BaseException as error:
-            self._settle_error(pending.take(), error)
+            permit = pending.take()
+            if permit is not None:
+                self._settle_error(permit, error)
             raise
-        self._engine.succeed(pending.take())
+        permit = pending.take()
+        assert permit is not None  # the finalizer runs only once the generator is unreachable
+        self._engine.succeed(permit)
         if self._success:
             self._fire_success()
         return result

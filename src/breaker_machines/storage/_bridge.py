@@ -219,7 +219,9 @@ class LoopThread:
         if loop is None or thread is None:
             return
         if state == _RUNNING:
-            loop.call_soon_threadsafe(loop.stop)
+            # RuntimeError: the loop already stopped and closed on its own.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(loop.stop)
         if not self._finished.done():
             await _wait(_current_library(), self._finished, cancel=False)
         thread.join()
