@@ -15,19 +15,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def environment(*dists: str) -> dict[str, Any]:
     """Python, platform, CPUs, load, the versions of ``dists`` and the checkout's state."""
-    versions: dict[str, str | None] = {}
-    for dist in dists:
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            versions[dist] = None
     info: dict[str, Any] = {
         "python": sys.version.split()[0],
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
-        "versions": versions,
+        "versions": versions(*dists),
     }
     git = checkout()
     if git:
@@ -39,6 +33,17 @@ def environment(*dists: str) -> dict[str, Any]:
         info["imported_from"] = str(package)  # not this checkout's src/ (PYTHONPATH)
     info["loadavg"] = os.getloadavg()
     return info
+
+
+def versions(*dists: str) -> dict[str, str | None]:
+    """The installed version of each of ``dists`` (None: not installed)."""
+    found: dict[str, str | None] = {}
+    for dist in dists:
+        try:
+            found[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            found[dist] = None
+    return found
 
 
 def checkout() -> dict[str, Any]:

@@ -69,6 +69,21 @@ import os
 import sys
 
 import _environment  # benchmarks/_environment.py (run as a script: its folder is on the path)
+import _harness  # benchmarks/_harness.py: the timing, and the private redis-server
+from _harness import (
+    SyncCheck,
+    SyncLoop,
+    commandstats,
+    delete_keys,
+    difference,
+    expect,
+    figure,
+    measure_sync,
+    ns,
+    overhead,
+    private_redis,
+    status,
+)
 
 # benchmarks/redis.py would shadow redis-py: keep this directory off the import path.
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -76,14 +91,7 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
-import gc  # noqa: E402
 import json  # noqa: E402
-import random  # noqa: E402
-import shutil  # noqa: E402
-import socket  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
@@ -114,11 +122,10 @@ SCENARIOS = {
 }
 GOALS = {"success": 0.5, "failure": 0.5, "open": 0.6, "redis": 0.75}
 ROUND_TRIPS_GOAL = 1.0  # compat's Redis round trips per healthy success
-BORDERLINE = 0.1
 NOT_OURS = ("info", "ping", "flushdb")  # commands of the script itself
 
-Loop = Callable[[int], int]
-Check = Callable[[], None]
+Loop = SyncLoop
+Check = SyncCheck
 
 
 class Boom(Exception):
@@ -131,11 +138,6 @@ def work() -> int:
 
 def fail() -> int:
     raise Boom
-
-
-def expect(condition: bool, message: str) -> None:
-    if not condition:
-        raise AssertionError(message)
 
 
 @dataclass
@@ -155,15 +157,9 @@ class Case:
     counts: dict[str, float] | None = None
 
 
-@dataclass
-class Settings:
-    rounds: int
-    min_calls: int
-    max_calls: int
-    target_ns: int
-    count_calls: int
-    stat: str
-    seed: int = 20240601
+@dataclass(kw_only=True)
+class Settings(_harness.Settings):
+    count_calls: int  # guarded calls per untimed run that counts Redis commands
 
 
 @dataclass
@@ -196,43 +192,6 @@ class CountingRedis(redis.Redis):
 # ---------------------------------------------------------------------------- the server
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def private_server() -> Iterator[str]:
-    """A throw-away redis-server (no persistence) on a free port; yields its URL."""
-    executable = shutil.which("redis-server")
-    if executable is None:
-        raise SystemExit("redis-server is not on PATH: give --url redis://host:port/0")
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="bm-bench-compat-") as workdir:
-        options = ["--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-        options += ["--appendonly", "no", "--dir", workdir]
-        process = subprocess.Popen(
-            [executable, *options], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        url = f"redis://127.0.0.1:{port}/0"
-        try:
-            with redis.Redis.from_url(url) as client:
-                deadline = time.monotonic() + 10
-                while True:  # bounded: the server answers within a few ms
-                    try:
-                        client.ping()
-                        break
-                    except redis.ConnectionError:
-                        if time.monotonic() > deadline or process.poll() is not None:
-                            raise SystemExit(f"redis-server did not start on port {port}") from None
-                        time.sleep(0.02)
-            yield url
-        finally:
-            process.terminate()
-            process.wait(timeout=10)
-
-
 @contextmanager
 def redis_server(url: str | None, *, skip: bool) -> Iterator[str | None]:
     """The Redis server to measure on: none, ``url``, or a private one."""
@@ -241,25 +200,13 @@ def redis_server(url: str | None, *, skip: bool) -> Iterator[str | None]:
     elif url is not None:
         yield url
     else:
-        with private_server() as private:
+        with private_redis("bm-bench-compat-") as private:
             yield private
 
 
-def commandstats(client: Any) -> dict[str, int]:
-    info: dict[str, Any] = client.info("commandstats")
-    return {
-        name.removeprefix("cmdstat_"): int(value["calls"])
-        for name, value in info.items()
-        if isinstance(value, dict)
-    }
-
-
 def executed(before: dict[str, int], after: dict[str, int]) -> int:
-    return sum(
-        after[name] - before.get(name, 0)
-        for name in after
-        if name not in NOT_OURS and not name.startswith("info")
-    )
+    counts = difference(before, after, NOT_OURS)
+    return sum(count for name, count in counts.items() if not name.startswith("info"))
 
 
 # ---------------------------------------------------------------------------- baselines
@@ -665,68 +612,13 @@ PAIRS: list[Callable[[Context], list[Case]]] = [pybreaker_cases, aiobreaker_case
 # ---------------------------------------------------------------------------- timing
 
 
-def run_check(case: Case, when: str) -> None:
-    if case.check is None:
-        return
-    try:
-        case.check()
-    except AssertionError as error:
-        case.invalid = f"{when}: {error}"
-    except Exception as error:
-        case.invalid = f"{when}: the check raised {error!r}"
-
-
 def measure(cases: list[Case], settings: Settings) -> None:
-    """Check, calibrate, warm up, then time every valid case in shuffled rounds."""
+    """Check, calibrate, warm up, then time every valid case in shuffled rounds; then count
+    the Redis commands of the cases that count them."""
+    measure_sync(cases, settings, probe=200)
     for case in cases:
-        run_check(case, "before timing")
-    for case in cases:  # calibrate (doubles as the warm-up)
-        if case.invalid is not None:
-            continue
-        probe = 200
-        try:
-            per_call = max(case.loop(probe) / probe, 1.0)
-        except Exception as error:
-            case.invalid = f"raised while warming up: {error!r}"
-            continue
-        calls = int(settings.target_ns / per_call)
-        case.calls = max(settings.min_calls, min(settings.max_calls, calls))
-    rng = random.Random(settings.seed)
-    started = time.perf_counter()
-    for number in range(settings.rounds):
-        order = [case for case in cases if case.invalid is None]
-        rng.shuffle(order)
-        for case in order:
-            gc.collect()
-            try:
-                elapsed = case.loop(case.calls)
-            except Exception as error:
-                case.invalid = f"raised while timed: {error!r}"
-                continue
-            case.samples.append(elapsed / case.calls)
-        print(
-            f"  round {number + 1}/{settings.rounds} ({time.perf_counter() - started:.1f}s)",
-            file=sys.stderr,
-            flush=True,
-        )
-    for case in cases:
-        if case.invalid is None:
-            run_check(case, "after timing")
         if case.invalid is None and case.count is not None:
             case.counts = case.count(settings.count_calls)
-
-
-def figure(case: Case, stat: str) -> float:
-    return min(case.samples) if stat == "min" else statistics.median(case.samples)
-
-
-def overhead(case: Case | None, by_key: dict[str, Case], stat: str) -> float | None:
-    if case is None or case.invalid is not None or not case.samples or case.baseline is None:
-        return None
-    base = by_key[case.baseline]
-    if base.invalid is not None or not base.samples:
-        return None
-    return figure(case, stat) - figure(base, stat)
 
 
 # ---------------------------------------------------------------------------- reporting
@@ -760,19 +652,6 @@ def summarise(cases: list[Case], stat: str) -> list[dict[str, Any]]:
                 }
             )
     return rows
-
-
-def ns(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:,.0f}"
-
-
-def status(ratio: float | None, goal: float | None) -> str:
-    if ratio is None or goal is None:
-        return "n/a"
-    text = "MET" if ratio <= goal else "MISSED"
-    if abs(ratio / goal - 1.0) < BORDERLINE:
-        text += " (borderline)"
-    return text
 
 
 def print_tables(cases: list[Case], rows: list[dict[str, Any]], other: list[dict[str, Any]],
@@ -832,9 +711,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-redis", action="store_true", help="skip the Redis rows")
     args = parser.parse_args(argv)
     if args.quick:
-        settings = Settings(args.rounds or 3, 200, 20_000, 5_000_000, 500, args.stat)
+        settings = Settings(args.rounds or 3, 200, 20_000, 5_000_000, args.stat, count_calls=500)
     else:
-        settings = Settings(args.rounds or 11, 1_000, 200_000, 20_000_000, 5_000, args.stat)
+        settings = Settings(
+            args.rounds or 11, 1_000, 200_000, 20_000_000, args.stat, count_calls=5_000
+        )
 
     started = time.perf_counter()
     with redis_server(args.url, skip=args.no_redis) as url:
@@ -903,9 +784,7 @@ def cleanup(url: str, context: Context) -> None:
     for client in context.clients:
         client.close()
     with redis.Redis.from_url(url) as client:
-        keys = list(client.scan_iter(match=f"{context.namespace}:*", count=1000))
-        if keys:
-            client.delete(*keys)
+        delete_keys(client, f"{context.namespace}:*")
 
 
 if __name__ == "__main__":

@@ -51,6 +51,7 @@ import os
 import sys
 
 import _environment  # benchmarks/_environment.py (run as a script: its folder is on the path)
+from _harness import clean_redis, drop_schema  # benchmarks/_harness.py
 
 # benchmarks/redis.py sits next to this file: keep this directory off the import path, or
 # ``import redis`` would import that script.
@@ -289,29 +290,6 @@ async def measure(case: str, backend: str, settings: Settings, tag: str) -> Row:
         gc.callbacks.remove(on_gc)
     row.lags_ms = lags
     return row
-
-
-async def clean_redis(url: str, pattern: str) -> int:
-    import redis.asyncio
-
-    client = redis.asyncio.Redis.from_url(url)
-    try:
-        keys = [key async for key in client.scan_iter(match=pattern, count=1000)]
-        if keys:
-            await client.delete(*keys)
-        return len(keys)
-    finally:
-        await client.aclose()
-
-
-async def drop_schema(dsn: str, schema: str) -> None:
-    import asyncpg
-
-    connection = await asyncpg.connect(dsn, timeout=10)
-    try:
-        await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    finally:
-        await connection.close()
 
 
 def run_case(case: str, backend: str, settings: Settings, profile: bool = False) -> Row:

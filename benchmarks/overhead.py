@@ -62,39 +62,43 @@ within 10% of its goal is flagged as borderline: it can land on either side from
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import contextlib
-import gc
-import json
-import platform
-import random
-import statistics
+import os
 import sys
-import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import timedelta
-from importlib import metadata
-from pathlib import Path
-from typing import Any
-
-import aiobreaker
-import circuitbreaker
-import pybreaker
-from purgatory import AsyncCircuitBreakerFactory
-from purgatory.domain.model import OpenedState
 
 import _environment  # benchmarks/_environment.py (run as a script: its folder is on the path)
-from breaker_machines import Breaker, CircuitOpenError, State
+import _harness  # benchmarks/_harness.py: checking, calibrating and timing cases
+from _harness import BORDERLINE, Check, Loop, Settings, expect, figure, overhead
+
+# aiobreaker and pybreaker import redis-py if they can: keep this directory off the import
+# path, or ``import redis`` would import benchmarks/redis.py.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import contextlib  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from datetime import timedelta  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import aiobreaker  # noqa: E402
+import circuitbreaker  # noqa: E402
+import pybreaker  # noqa: E402
+from purgatory import AsyncCircuitBreakerFactory  # noqa: E402
+from purgatory.domain.model import OpenedState  # noqa: E402
+
+from breaker_machines import Breaker, CircuitOpenError, State  # noqa: E402
 
 perf_counter_ns = time.perf_counter_ns
 
 HUGE = 2**31 - 1  # a failure threshold no run reaches (the largest count a Policy takes)
 RESET = 3600  # seconds an open circuit stays open
-
-Loop = Callable[[int], Awaitable[int]]
-Check = Callable[[], Awaitable[None]]
 
 SCENARIOS = {
     "success": "success",
@@ -103,7 +107,6 @@ SCENARIOS = {
     "decorator": "decorator (success)",
 }
 GOALS = {"success": 0.5, "failure": 0.5, "open": 0.6, "decorator": 1.0}
-BORDERLINE = 0.1  # a ratio this close to its goal (relatively) can flip from run to run
 PEERS = ("pybreaker", "circuitbreaker", "aiobreaker", "purgatory")
 LIBRARIES = ("breaker_machines", *PEERS)
 
@@ -142,11 +145,6 @@ class Case:
     samples: list[float] = field(default_factory=list)
     calls: int = 0
     invalid: str | None = None
-
-
-def expect(condition: bool, message: str) -> None:
-    if not condition:
-        raise AssertionError(message)
 
 
 # ---------------------------------------------------------------------------- baselines
@@ -937,82 +935,15 @@ def purgatory_cases() -> list[Case]:
 # ---------------------------------------------------------------------------- measuring
 
 
-@dataclass
-class Settings:
-    rounds: int
-    min_calls: int
-    max_calls: int
-    target_ns: int
-    stat: str
-    seed: int = 20240601
-
-
 async def measure(cases: list[Case], settings: Settings, label: str) -> None:
-    """Check, calibrate, warm up, then time every valid case in shuffled rounds."""
-    for case in cases:
-        await run_check(case, "before timing")
-    valid = [case for case in cases if case.invalid is None]
-    for case in valid:  # calibrate (doubles as the warm-up)
-        probe = 2_000
-        try:
-            per_call = max(await case.loop(probe) / probe, 1.0)
-        except Exception as error:  # e.g. a rejection that let the failing work run
-            case.invalid = f"raised while warming up: {error!r}"
-            continue
-        calls = int(settings.target_ns / per_call) // 1000 * 1000
-        case.calls = max(settings.min_calls, min(settings.max_calls, calls))
-        if case.after is not None:
-            case.after()
-    valid = [case for case in valid if case.invalid is None]
-    rng = random.Random(settings.seed)
-    started = time.perf_counter()
-    for number in range(settings.rounds):
-        order = [case for case in valid if case.invalid is None]
-        rng.shuffle(order)
-        for case in order:
-            gc.collect()
-            try:
-                elapsed = await case.loop(case.calls)
-            except Exception as error:
-                case.invalid = f"raised while timed: {error!r}"
-                continue
-            case.samples.append(elapsed / case.calls)
-            if case.after is not None:
-                case.after()
-        print(
-            f"  [{label}] round {number + 1}/{settings.rounds} "
-            f"({time.perf_counter() - started:.1f}s)",
-            file=sys.stderr,
-            flush=True,
-        )
-    for case in valid:
-        if case.invalid is None:
-            await run_check(case, "after timing")
+    """Check, calibrate (the warm-up), then time every valid case in shuffled rounds; a case's
+    ``after`` runs after each of its loops, outside the timing."""
+    await _harness.measure(cases, settings, label=label, probe=2_000, step=1_000, after=run_after)
 
 
-async def run_check(case: Case, when: str) -> None:
-    """Run the case's state check; mark the case INVALID if it fails or raises."""
-    if case.check is None:
-        return
-    try:
-        await case.check()
-    except AssertionError as error:
-        case.invalid = f"{when}: {error}"
-    except Exception as error:
-        case.invalid = f"{when}: the check raised {error!r}"
-
-
-def figure(case: Case, stat: str) -> float:
-    return min(case.samples) if stat == "min" else statistics.median(case.samples)
-
-
-def overhead(case: Case, by_key: dict[str, Case], stat: str) -> float | None:
-    if case.invalid is not None or not case.samples or case.baseline is None:
-        return None
-    base = by_key[case.baseline]
-    if base.invalid is not None or not base.samples:
-        return None
-    return figure(case, stat) - figure(base, stat)
+def run_after(case: Case) -> None:
+    if case.after is not None:
+        case.after()
 
 
 # ---------------------------------------------------------------------------- reporting
@@ -1134,12 +1065,7 @@ def print_summary(summary: dict[str, Any], other: dict[str, Any], stat: str) -> 
 
 
 def environment(settings: Settings) -> dict[str, Any]:
-    versions = {}
-    for dist in ("breaker-machines", "anyio", "trio", *PEERS):
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            versions[dist] = None
+    versions = _environment.versions("breaker-machines", "anyio", "trio", *PEERS)
     info: dict[str, Any] = {
         "python": sys.version.split()[0],
         "implementation": platform.python_implementation(),

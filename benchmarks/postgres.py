@@ -47,25 +47,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import os
 import platform
-import random
 import statistics
 import sys
 import time
 import urllib.parse
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from importlib import metadata
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
 import _environment  # benchmarks/_environment.py (run as a script: its folder is on the path)
+import _harness  # benchmarks/_harness.py: checking, calibrating and timing cases
+from _harness import Case, Check, Loop, expect, figure, ns, overhead, ratio, status, x
 from breaker_machines import Breaker, State, running
 from breaker_machines.storage import Batch, PostgresStorage, StorageError
 
@@ -80,41 +79,14 @@ UNFLUSHED_SLICE = 2_000  # calls timed between two untimed flushes (the unflushe
 FLUSH_OUTCOMES = 1_000  # outcomes in each flush timed alone
 OVERHEAD_GOAL = 1.5  # PostgreSQL / memory overhead (the Redis storage's goal)
 STATEMENTS_GOAL = 0.01  # statements per guarded call (the Redis storage's goal)
-BORDERLINE = 0.1  # a figure this close to its goal (relatively) can flip from run to run
 STATS_LIMIT = 15.0  # seconds to wait for the server's statistics of closed connections
 
-Loop = Callable[[int], Awaitable[int]]
-Check = Callable[[], Awaitable[None]]
 
-
-def expect(condition: bool, message: str) -> None:
-    if not condition:
-        raise AssertionError(message)
-
-
-@dataclass
-class Case:
-    key: str
-    title: str
-    loop: Loop
-    baseline: str | None = None
-    check: Check | None = None
-    samples: list[float] = field(default_factory=list)
-    calls: int = 0
-    invalid: str | None = None
-
-
-@dataclass
-class Settings:
-    rounds: int
-    min_calls: int
-    max_calls: int
-    target_ns: int
+@dataclass(kw_only=True)
+class Settings(_harness.Settings):
     seconds: float  # duration of each paced load
     tight_calls: int
     flushes: int  # flushes timed alone
-    stat: str
-    seed: int = 20240601
 
 
 # ---------------------------------------------------------------------------- the server
@@ -311,68 +283,22 @@ def checked(breaker: Breaker) -> Check:
 
 
 async def measure(cases: list[Case], settings: Settings) -> None:
-    """Check, calibrate, warm up, then time every valid case in shuffled rounds."""
-    for case in cases:
-        await run_check(case, "before timing")
-    for case in cases:
-        if case.invalid is not None:
-            continue
-        probe = 1_000
-        try:
-            per_call = max(await case.loop(probe) / probe, 1.0)
-            calls = int(settings.target_ns / per_call) // CHUNK * CHUNK
-            case.calls = max(settings.min_calls, min(settings.max_calls, calls))
-            await case.loop(case.calls)  # warm-up
-        except StorageError as error:  # the unflushed case's sync
-            case.invalid = f"warm-up: {error}"
-    rng = random.Random(settings.seed)
-    started = time.perf_counter()
-    for number in range(settings.rounds):
-        order = [case for case in cases if case.invalid is None]
-        rng.shuffle(order)
-        for case in order:
-            gc.collect()
-            try:
-                case.samples.append(await case.loop(case.calls) / case.calls)
-            except StorageError as error:
-                case.invalid = f"round {number + 1}: {error}"
-        print(
-            f"  [overhead] round {number + 1}/{settings.rounds} "
-            f"({time.perf_counter() - started:.1f}s)",
-            file=sys.stderr,
-            flush=True,
-        )
-    for case in cases:
-        if case.invalid is None:
-            await run_check(case, "after timing")
+    """Check, calibrate, warm up, then time every valid case in shuffled rounds; a storage
+    error in a loop marks its case INVALID."""
+    await _harness.measure(
+        cases,
+        settings,
+        label="overhead",
+        probe=1_000,
+        step=CHUNK,
+        warm_up=True,
+        catch=(StorageError,),
+        describe=failed,
+    )
 
 
-async def run_check(case: Case, when: str) -> None:
-    if case.check is None:
-        return
-    try:
-        await case.check()
-    except AssertionError as error:
-        case.invalid = f"{when}: {error}"
-    except Exception as error:
-        case.invalid = f"{when}: the check raised {error!r}"
-
-
-def figure(case: Case, stat: str) -> float:
-    return min(case.samples) if stat == "min" else statistics.median(case.samples)
-
-
-def overhead(
-    case: Case, by_key: dict[str, Case], stat: str, *, shown: bool = False
-) -> float | None:
-    """``case``'s figure minus its baseline's; None for an invalid case unless ``shown``
-    (a number printed with its INVALID flag, never held against a goal)."""
-    if (case.invalid is not None and not shown) or not case.samples or case.baseline is None:
-        return None
-    base = by_key[case.baseline]
-    if base.invalid is not None or not base.samples:
-        return None
-    return figure(case, stat) - figure(base, stat)
+def failed(number: int | None, error: Exception) -> str:
+    return f"warm-up: {error}" if number is None else f"round {number}: {error}"
 
 
 # ---------------------------------------------------------------------------- statements
@@ -500,23 +426,6 @@ async def time_flushes(
 # ---------------------------------------------------------------------------- reporting
 
 
-def ns(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:,.0f}"
-
-
-def status(value: float | None, goal: float) -> str:
-    if value is None:
-        return "n/a"
-    verdict = "MET" if value <= goal else "MISSED"
-    if abs(value / goal - 1.0) < BORDERLINE:
-        verdict += " (borderline)"
-    return verdict
-
-
-def x(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}x"
-
-
 def print_tables(
     cases: list[Case],
     counts: list[Count],
@@ -544,15 +453,9 @@ def print_tables(
             extra = f"{ns(top)} [{ns(overhead(case, by_key, other, shown=True))}]"
         print(f"| {title} | {cost} | {extra} | {case.calls:,} |")
 
-    def ratio(a: str, b: str, stat: str) -> float | None:
-        top, bottom = overhead(by_key[a], by_key, stat), overhead(by_key[b], by_key, stat)
-        if top is None or bottom is None or bottom <= 0:
-            return None
-        return top / bottom
-
-    pg_vs_memory = ratio("bm/postgres", "bm/memory", settings.stat)
-    pg_vs_memory_other = ratio("bm/postgres", "bm/memory", other)
-    unflushed_vs_memory = ratio("bm/postgres-unflushed", "bm/memory", settings.stat)
+    pg_vs_memory = ratio(by_key, "bm/postgres", "bm/memory", settings.stat)
+    pg_vs_memory_other = ratio(by_key, "bm/postgres", "bm/memory", other)
+    unflushed_vs_memory = ratio(by_key, "bm/postgres-unflushed", "bm/memory", settings.stat)
 
     print(
         "\nStatements per guarded call (storage.statements after - before, / calls), and "
@@ -647,12 +550,7 @@ def print_tables(
 
 
 def environment(settings: Settings, server: str) -> dict[str, Any]:
-    versions: dict[str, str | None] = {}
-    for dist in ("breaker-machines", "anyio", "asyncpg"):
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            versions[dist] = None
+    versions = _environment.versions("breaker-machines", "anyio", "asyncpg")
     info: dict[str, Any] = {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
@@ -797,10 +695,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dsn", default=DEFAULT_DSN, help=f"the server (default {DEFAULT_DSN})")
     args = parser.parse_args(argv)
     if args.quick:
-        settings = Settings(args.rounds or 3, 1_000, 20_000, 3_000_000, 0.5, 20_000, 50, args.stat)
+        settings = Settings(
+            args.rounds or 3,
+            1_000,
+            20_000,
+            3_000_000,
+            args.stat,
+            seconds=0.5,
+            tight_calls=20_000,
+            flushes=50,
+        )
     else:
         settings = Settings(
-            args.rounds or 21, 1_000, 200_000, 30_000_000, 5.0, 200_000, 500, args.stat
+            args.rounds or 21,
+            1_000,
+            200_000,
+            30_000_000,
+            args.stat,
+            seconds=5.0,
+            tight_calls=200_000,
+            flushes=500,
         )
     payload = asyncio.run(run(args.dsn, settings))
     if args.json:

@@ -47,6 +47,7 @@ import os
 import sys
 
 import _environment  # benchmarks/_environment.py (run as a script: its folder is on the path)
+from _harness import clean_redis, drop_schema  # benchmarks/_harness.py
 
 # benchmarks/redis.py sits next to this file: keep this directory off the import path, or
 # ``import redis`` would import that script.
@@ -453,29 +454,6 @@ async def measure(
     return result
 
 
-async def clean_redis(url: str, prefix: str) -> int:
-    import redis.asyncio
-
-    client = redis.asyncio.Redis.from_url(url)
-    try:
-        keys = [key async for key in client.scan_iter(match=f"{prefix}:*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-        return len(keys)
-    finally:
-        await client.aclose()
-
-
-async def drop_schema(dsn: str, schema: str) -> None:
-    import asyncpg
-
-    connection = await asyncpg.connect(dsn, timeout=10)
-    try:
-        await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    finally:
-        await connection.close()
-
-
 async def server_versions(args: argparse.Namespace, storages: list[str]) -> dict[str, str]:
     found: dict[str, str] = {}
     if "redis" in storages:
@@ -629,7 +607,7 @@ async def run(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
             for backend in backends:
                 suffix = f"{storage[:2]}{backend[:2]}"
                 if storage == "redis":
-                    deleted = await clean_redis(args.url, f"{prefix}-{suffix}")
+                    deleted = await clean_redis(args.url, f"{prefix}-{suffix}:*")
                     cleaned.append(f"deleted {deleted} keys of {prefix}-{suffix}")
                 else:
                     await drop_schema(args.dsn, f"{schema}_{suffix}")

@@ -49,6 +49,23 @@ import os
 import sys
 
 import _environment  # benchmarks/_environment.py (run as a script: its folder is on the path)
+import _harness  # benchmarks/_harness.py: the timing, and the private redis-server
+from _harness import (
+    Case,
+    Check,
+    Loop,
+    commandstats,
+    delete_keys,
+    difference,
+    expect,
+    figure,
+    ns,
+    overhead,
+    private_redis,
+    ratio,
+    status,
+    x,
+)
 
 # This file is named redis.py: keep its directory off the import path, or ``import redis``
 # would import this script.
@@ -57,21 +74,12 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
-import gc  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
-import random  # noqa: E402
-import shutil  # noqa: E402
-import socket  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
-from collections.abc import Awaitable, Callable, Iterator  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from importlib import metadata  # noqa: E402
+from collections.abc import Awaitable, Callable  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -88,109 +96,19 @@ PACED_CHUNK = 10  # a paced load runs this many calls per tick
 UNFLUSHED_SLICE = 20_000  # calls timed between two untimed flushes (the unflushed case)
 OVERHEAD_GOAL = 1.5  # Redis / memory overhead
 COMMANDS_GOAL = 0.01  # Redis commands per guarded call
-BORDERLINE = 0.1  # a figure this close to its goal (relatively) can flip from run to run
 SCRIPT_COMMANDS = ("evalsha", "eval", "evalsha_ro", "eval_ro", "script|load")
 NOT_OURS = ("info",)  # the reads of commandstats themselves
-
-Loop = Callable[[int], Awaitable[int]]
-Check = Callable[[], Awaitable[None]]
 
 
 def work_sync() -> int:
     return 1
 
 
-def expect(condition: bool, message: str) -> None:
-    if not condition:
-        raise AssertionError(message)
-
-
-@dataclass
-class Case:
-    key: str
-    title: str
-    loop: Loop
-    baseline: str | None = None
-    check: Check | None = None
-    samples: list[float] = field(default_factory=list)
-    calls: int = 0
-    invalid: str | None = None
-
-
-@dataclass
-class Settings:
-    rounds: int
-    min_calls: int
-    max_calls: int
-    target_ns: int
+@dataclass(kw_only=True)
+class Settings(_harness.Settings):
     seconds: float  # duration of each paced load
     tight_calls: int
     pybreaker_calls: int
-    stat: str
-    seed: int = 20240601
-
-
-# ---------------------------------------------------------------------------- the server
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def private_server() -> Iterator[str]:
-    """A throw-away redis-server (no persistence) on a free port; yields its URL."""
-    executable = shutil.which("redis-server")
-    if executable is None:
-        raise SystemExit("redis-server is not on PATH: give --url redis://host:port/0")
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="bm-bench-redis-") as workdir:
-        options = ["--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-        options += ["--appendonly", "no", "--dir", workdir]
-        process = subprocess.Popen(
-            [executable, *options],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        url = f"redis://127.0.0.1:{port}/0"
-        try:
-            with redis.Redis.from_url(url) as client:
-                deadline = time.monotonic() + 10
-                while True:  # bounded: the server answers within a few ms
-                    try:
-                        client.ping()
-                        break
-                    except redis.ConnectionError:
-                        if time.monotonic() > deadline or process.poll() is not None:
-                            raise SystemExit(f"redis-server did not start on port {port}") from None
-                        time.sleep(0.02)
-            yield url
-        finally:
-            process.terminate()
-            process.wait(timeout=10)
-
-
-def commandstats(client: redis.Redis) -> dict[str, int]:
-    info: dict[str, Any] = client.info("commandstats")
-    return {
-        name.removeprefix("cmdstat_"): int(value["calls"])
-        for name, value in info.items()
-        if isinstance(value, dict)
-    }
-
-
-def difference(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
-    counts = {name: after[name] - before.get(name, 0) for name in after}
-    return {name: count for name, count in sorted(counts.items()) if count and name not in NOT_OURS}
-
-
-def delete_keys(client: redis.Redis, pattern: str) -> int:
-    keys = list(client.scan_iter(match=pattern, count=1000))
-    if keys:
-        client.delete(*keys)
-    return len(keys)
 
 
 # ---------------------------------------------------------------------------- the cases
@@ -337,57 +255,9 @@ def pybreaker_cases(
 
 async def measure(cases: list[Case], settings: Settings) -> None:
     """Check, calibrate, warm up, then time every valid case in shuffled rounds."""
-    for case in cases:
-        await run_check(case, "before timing")
-    for case in cases:
-        if case.invalid is not None:
-            continue
-        probe = 1_000
-        per_call = max(await case.loop(probe) / probe, 1.0)
-        calls = int(settings.target_ns / per_call) // CHUNK * CHUNK
-        case.calls = max(settings.min_calls, min(settings.max_calls, calls))
-        await case.loop(case.calls)  # warm-up
-    valid = [case for case in cases if case.invalid is None]
-    rng = random.Random(settings.seed)
-    started = time.perf_counter()
-    for number in range(settings.rounds):
-        order = list(valid)
-        rng.shuffle(order)
-        for case in order:
-            gc.collect()
-            case.samples.append(await case.loop(case.calls) / case.calls)
-        print(
-            f"  [overhead] round {number + 1}/{settings.rounds} "
-            f"({time.perf_counter() - started:.1f}s)",
-            file=sys.stderr,
-            flush=True,
-        )
-    for case in valid:
-        await run_check(case, "after timing")
-
-
-async def run_check(case: Case, when: str) -> None:
-    if case.check is None:
-        return
-    try:
-        await case.check()
-    except AssertionError as error:
-        case.invalid = f"{when}: {error}"
-    except Exception as error:
-        case.invalid = f"{when}: the check raised {error!r}"
-
-
-def figure(case: Case, stat: str) -> float:
-    return min(case.samples) if stat == "min" else statistics.median(case.samples)
-
-
-def overhead(case: Case, by_key: dict[str, Case], stat: str) -> float | None:
-    if case.invalid is not None or not case.samples or case.baseline is None:
-        return None
-    base = by_key[case.baseline]
-    if base.invalid is not None or not base.samples:
-        return None
-    return figure(case, stat) - figure(base, stat)
+    await _harness.measure(
+        cases, settings, label="overhead", probe=1_000, step=CHUNK, warm_up=True, catch=()
+    )
 
 
 # ---------------------------------------------------------------------------- commands
@@ -457,10 +327,8 @@ async def count_breaker_machines(
         started = time.perf_counter()
         done = await run(calls)
         seconds = time.perf_counter() - started
-        after = commandstats(admin)
-        counts.append(
-            Count("breaker_machines", load, done, seconds, difference(before, after), True)
-        )
+        commands = difference(before, commandstats(admin), NOT_OURS)
+        counts.append(Count("breaker_machines", load, done, seconds, commands, True))
         print(f"  [commands] breaker_machines, {load}: done", file=sys.stderr, flush=True)
     return counts
 
@@ -473,24 +341,11 @@ def count_pybreaker(breaker: pybreaker.CircuitBreaker, admin: redis.Redis, calls
     for _ in range(calls):
         breaker.call(work_sync)
     seconds = time.perf_counter() - started
-    after = commandstats(admin)
-    return Count("pybreaker", "tight loop", calls, seconds, difference(before, after), False)
+    commands = difference(before, commandstats(admin), NOT_OURS)
+    return Count("pybreaker", "tight loop", calls, seconds, commands, False)
 
 
 # ---------------------------------------------------------------------------- reporting
-
-
-def ns(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:,.0f}"
-
-
-def status(value: float | None, goal: float) -> str:
-    if value is None:
-        return "n/a"
-    verdict = "MET" if value <= goal else "MISSED"
-    if abs(value / goal - 1.0) < BORDERLINE:
-        verdict += " (borderline)"
-    return verdict
 
 
 def print_tables(
@@ -516,17 +371,8 @@ def print_tables(
             )
         print(f"| {case.title} | {cost} | {extra} | {case.calls:,} |")
 
-    def ratio(a: str, b: str, stat: str) -> float | None:
-        top, bottom = overhead(by_key[a], by_key, stat), overhead(by_key[b], by_key, stat)
-        if top is None or bottom is None or bottom <= 0:
-            return None
-        return top / bottom
-
-    redis_vs_memory = ratio("bm/redis", "bm/memory", settings.stat)
-    redis_vs_memory_other = ratio("bm/redis", "bm/memory", other)
-
-    def x(value: float | None) -> str:
-        return "n/a" if value is None else f"{value:.2f}x"
+    redis_vs_memory = ratio(by_key, "bm/redis", "bm/memory", settings.stat)
+    redis_vs_memory_other = ratio(by_key, "bm/redis", "bm/memory", other)
 
     print(
         "\nCommands per guarded call (INFO commandstats after - before, / calls). "
@@ -572,8 +418,8 @@ def print_tables(
                 f"| {status(value, COMMANDS_GOAL)} |"
             )
     print("\nFor comparison (no goal):\n")
-    pb_vs_bm = ratio("pb/redis", "bm/redis", settings.stat)
-    unflushed_vs_memory = ratio("bm/redis-unflushed", "bm/memory", settings.stat)
+    pb_vs_bm = ratio(by_key, "pb/redis", "bm/redis", settings.stat)
+    unflushed_vs_memory = ratio(by_key, "bm/redis-unflushed", "bm/memory", settings.stat)
     print(
         f"- overhead of RedisStorage flushed outside the timing / MemoryStorage: "
         f"{x(unflushed_vs_memory)} (the guard's own cost: every outcome goes into the "
@@ -602,12 +448,7 @@ def print_tables(
 
 
 def environment(settings: Settings, admin: redis.Redis, url: str, private: bool) -> dict[str, Any]:
-    versions = {}
-    for dist in ("breaker-machines", "anyio", "redis", "pybreaker"):
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            versions[dist] = None
+    versions = _environment.versions("breaker-machines", "anyio", "redis", "pybreaker")
     server = admin.info("server")
     info: dict[str, Any] = {
         "python": sys.version.split()[0],
@@ -731,15 +572,31 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.quick:
-        settings = Settings(args.rounds or 3, 1_000, 20_000, 3_000_000, 0.5, 20_000, 200, args.stat)
+        settings = Settings(
+            args.rounds or 3,
+            1_000,
+            20_000,
+            3_000_000,
+            args.stat,
+            seconds=0.5,
+            tight_calls=20_000,
+            pybreaker_calls=200,
+        )
     else:
         settings = Settings(
-            args.rounds or 21, 1_000, 200_000, 30_000_000, 5.0, 200_000, 2_000, args.stat
+            args.rounds or 21,
+            1_000,
+            200_000,
+            30_000_000,
+            args.stat,
+            seconds=5.0,
+            tight_calls=200_000,
+            pybreaker_calls=2_000,
         )
     if args.url:
         payload = asyncio.run(run(args.url, False, settings))
     else:
-        with private_server() as url:
+        with private_redis("bm-bench-redis-") as url:
             payload = asyncio.run(run(url, True, settings))
     if args.json:
         Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
