@@ -23,9 +23,9 @@ ROOT = Path(__file__).parent
 PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
 SUPPORTED = ["3.10", "3.11", "3.12", "3.13"]
 CORE_COVERAGE = 100
-#: A ratchet under the package's branch coverage (90% measured without the fault tests):
-#: it may not fall back. The goal is 95% (docs/verification.md).
-PACKAGE_COVERAGE = 88
+#: A ratchet under the package's branch coverage (98.7% measured over the whole suite,
+#: subprocesses included): it may not fall back. The goal was 95% (docs/verification.md).
+PACKAGE_COVERAGE = 98
 
 
 def _available(version: str) -> bool:
