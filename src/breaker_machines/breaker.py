@@ -170,24 +170,10 @@ class Guard:
         raise CircuitOpenError(b.name, retry_after, status)
 
     async def _wait_for_slot(self) -> None:
+        """Wait up to ``bulkhead_wait`` for a bulkhead slot for the admitted call; refuse it
+        (giving a probe permit back) when none frees, or when cancelled meanwhile."""
         b = self._b
         assert b._limiter is not None
-        try:
-            with anyio.move_on_after(b._bulkhead_wait):
-                await b._limiter.acquire_on_behalf_of(self)
-                self._slot = True
-        except BaseException:
-            b._record(_CANCELLED, 0.0, self._gen, self._probe)
-            raise
-        if not self._slot:
-            self._refuse_bulkhead()
-        self._start = b._clock()
-
-    async def _enter_waiting(self) -> Guard:
-        b = self._b
-        assert b._limiter is not None
-        self._permit()
-        self._slot = False
         try:
             with anyio.move_on_after(b._bulkhead_wait):
                 await b._limiter.acquire_on_behalf_of(self)
@@ -198,6 +184,11 @@ class Guard:
         if not self._slot:
             self._refuse_bulkhead()
         self._start = b._clock()  # a slow call is slow in the dependency, not in the queue
+
+    async def _enter_waiting(self) -> Guard:
+        self._permit()
+        self._slot = False
+        await self._wait_for_slot()
         self._start_scope()
         return self
 
