@@ -273,8 +273,11 @@ def run(args: argparse.Namespace) -> int:
             as_json=args.json,
             out=out,
         )
+    main = functools.partial(_opened, storage, where, body)
+    if args.command != "watch":  # (watch handles SIGINT and SIGTERM itself)
+        main = functools.partial(_interruptible, main)
     try:
-        return anyio.run(functools.partial(_opened, storage, where, body), backend=args.backend)
+        return anyio.run(main, backend=args.backend)
     except Failure as failure:
         sys.stderr.write(f"{parser.prog}: {failure}\n")
         return failure.code
@@ -284,6 +287,42 @@ def run(args: argparse.Namespace) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # (what is still buffered goes nowhere)
         return 0 if args.command == "watch" else 1
+
+
+async def _interruptible(main: Callable[[], Awaitable[int]]) -> int:
+    """Run ``main``; Ctrl-C (SIGINT) or SIGTERM cancels it and the command exits with 130.
+
+    Handled here rather than left to ``KeyboardInterrupt``: how an interrupt surfaces from
+    the event loop differs between Pythons and backends (under asyncio on Python 3.10 it
+    comes out as a ``CancelledError``), and a cancellation closes the storage properly.
+    """
+    interrupted = False
+    problem: Exception | None = None
+    code = 0
+    with _signals() as signals:
+        async with anyio.create_task_group() as group:
+
+            async def stop() -> None:
+                nonlocal interrupted
+                assert signals is not None
+                async for _ in signals:
+                    interrupted = True
+                    group.cancel_scope.cancel()
+                    return
+
+            if signals is not None:
+                group.start_soon(stop)
+            # (what fails is raised below: not wrapped in an exception group)
+            try:
+                code = await main()
+            except Exception as error:  # a Failure, a BrokenPipeError...
+                problem = error
+            group.cancel_scope.cancel()
+    if interrupted:
+        return 130
+    if problem is not None:
+        raise problem
+    return code
 
 
 def _quiet_logs(*, verbose: bool) -> None:
