@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from breaker_machines.storage import SharedStorage
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 #: Opens one more storage on the same shared data: another process's view of it.
 Opener = Callable[[], AbstractAsyncContextManager[SharedStorage]]
@@ -55,3 +59,21 @@ def open_storage(request: pytest.FixtureRequest) -> Opener:
     dsn = request.getfixturevalue("postgres_dsn")
     schema = request.getfixturevalue("postgres_schema")
     return lambda: PostgresStorage(dsn, schema=schema, **settings)
+
+
+@pytest.fixture
+def reader() -> InMemoryMetricReader:
+    """An OpenTelemetry SDK reader that metrics are read back through (the test is
+    skipped without the SDK)."""
+    export = pytest.importorskip("opentelemetry.sdk.metrics.export")
+    return export.InMemoryMetricReader()
+
+
+@pytest.fixture
+def provider(reader: InMemoryMetricReader) -> Iterator[MeterProvider]:
+    """An OpenTelemetry SDK meter provider that exports to ``reader``."""
+    from opentelemetry.sdk.metrics import MeterProvider
+
+    provider = MeterProvider(metric_readers=[reader])
+    yield provider
+    provider.shutdown()

@@ -10,7 +10,6 @@ the command prints, every wait bounded by ``fail_after``.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -18,22 +17,18 @@ import sys
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import anyio
 import anyio.abc
 import pytest
-from anyio.streams.buffered import BufferedByteReceiveStream
+from tests.helpers import CLI_LIMIT as LIMIT
+from tests.helpers import SCRIPT, clean_env, line, watching
 
 from breaker_machines import Breaker, Reason, State, Transition, running
 from breaker_machines.storage import PostgresStorage, RedisStorage, SharedStorage
 
-#: Every wait is bounded (a CLI run is a Python start-up, plus a round trip or two).
-LIMIT = 30
 WIDE = 1000.0  # a window so wide no bucket boundary passes during a test
-
-SCRIPT = Path(sys.executable).parent / "breaker-machines"
 
 
 class Boom(Exception):
@@ -59,17 +54,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
     return port
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """The test's environment without the storage variables the command reads."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("BREAKER_MACHINES_REDIS_URL", "BREAKER_MACHINES_POSTGRES_DSN")
-    }
-    env.update(extra)
-    return env
 
 
 @dataclass
@@ -338,30 +322,6 @@ async def test_a_control_through_the_installed_script(target: Target) -> None:
 
 
 # --------------------------------------------------------------------------- watch
-
-
-@asynccontextmanager
-async def watching(
-    *args: str, script: bool = False
-) -> AsyncGenerator[tuple[anyio.abc.Process, BufferedByteReceiveStream], None]:
-    """``watch`` running; the process and its stdout, read line by line."""
-    command = [str(SCRIPT)] if script else [sys.executable, "-m", "breaker_machines"]
-    process = await anyio.open_process(
-        [*command, "watch", *args], env=clean_env(), stderr=subprocess.DEVNULL
-    )
-    try:
-        assert process.stdout is not None
-        yield process, BufferedByteReceiveStream(process.stdout)
-    finally:
-        if process.returncode is None:
-            process.kill()
-        with anyio.CancelScope(shield=True):
-            await process.aclose()
-
-
-async def line(stream: BufferedByteReceiveStream) -> str:
-    with anyio.fail_after(LIMIT):
-        return (await stream.receive_until(b"\n", 1 << 20)).decode()
 
 
 @pytest.mark.anyio

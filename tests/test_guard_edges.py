@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import anyio.abc
 import anyio.lowlevel
 import pytest
 from tests.conftest import FakeClock, Opener
@@ -48,6 +49,33 @@ async def until_waiting(breaker: Breaker, count: int = 1) -> None:
     limiter = limiter_of(breaker)
     while limiter.statistics().tasks_waiting < count:
         await anyio.lowlevel.checkpoint()
+
+
+async def hold_the_slot(
+    breaker: Breaker,
+    release: anyio.Event,
+    order: list[str],
+    *,
+    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Hold a slot of ``breaker``'s bulkhead (a guard) until ``release`` is set; ``order``
+    gets "holder in" once it holds it (``tg.start`` returns then) and "holder out" before
+    it lets it go."""
+    async with breaker.guard():
+        order.append("holder in")
+        task_status.started()
+        await release.wait()
+        order.append("holder out")
+
+
+def when_waiting(tg: anyio.abc.TaskGroup, breaker: Breaker, then: Callable[[], object]) -> None:
+    """Call ``then()`` (in ``tg``) once a guard waits for a slot of ``breaker``'s bulkhead."""
+
+    async def watch() -> None:
+        await until_waiting(breaker)
+        then()
+
+    tg.start_soon(watch)
 
 
 def storage_of(breaker: Breaker) -> SharedStorage:
@@ -122,28 +150,15 @@ async def test_a_guard_cancelled_while_waiting_for_a_slot() -> None:
     admitted: list[str] = []
     with anyio.fail_after(LIMIT):
         async with anyio.create_task_group() as tg:
-
-            async def holder() -> None:
-                async with breaker.guard():
-                    admitted.append("holder")
-                    await release.wait()
-
-            tg.start_soon(holder)
-            while not admitted:
-                await anyio.lowlevel.checkpoint()
+            await tg.start(hold_the_slot, breaker, release, admitted)
             with anyio.CancelScope() as scope:
-
-                async def cancel_when_waiting() -> None:
-                    await until_waiting(breaker)
-                    scope.cancel()
-
-                tg.start_soon(cancel_when_waiting)
+                when_waiting(tg, breaker, scope.cancel)
                 async with breaker.guard():
                     admitted.append("waiter")  # pragma: no cover - cancelled first
             assert scope.cancelled_caught
             release.set()
     stats = breaker.stats()
-    assert admitted == ["holder"]
+    assert admitted == ["holder in", "holder out"]
     assert (stats.successes, stats.cancelled, stats.bulkhead_rejections) == (1, 1, 0)
     assert limiter_of(breaker).borrowed_tokens == 0
 
@@ -286,22 +301,8 @@ async def test_a_shared_closed_circuit_waits_for_a_bulkhead_slot(open_storage: O
             breaker = Breaker("shared wait", storage=store, max_concurrent=1, bulkhead_wait=LIMIT)
             await breaker.sync()
             async with anyio.create_task_group() as tg:
-
-                async def holder() -> None:
-                    async with breaker.guard():
-                        order.append("holder in")
-                        await release.wait()
-                        order.append("holder out")
-
-                tg.start_soon(holder)
-                while not order:
-                    await anyio.lowlevel.checkpoint()
-
-                async def release_when_waiting() -> None:
-                    await until_waiting(breaker)
-                    release.set()
-
-                tg.start_soon(release_when_waiting)
+                await tg.start(hold_the_slot, breaker, release, order)
+                when_waiting(tg, breaker, release.set)
                 async with breaker.guard():
                     order.append("waiter in")
             await breaker.sync()
@@ -350,24 +351,10 @@ async def test_a_shared_probe_waits_for_a_bulkhead_slot(
             bulkhead_wait=wait,
         ) as breaker:
             async with anyio.create_task_group() as tg:
-
-                async def holder() -> None:
-                    async with breaker.guard():
-                        order.append("holder in")
-                        await release.wait()
-                    order.append("holder out")
-
-                tg.start_soon(holder)
-                while not order:
-                    await anyio.lowlevel.checkpoint()
+                await tg.start(hold_the_slot, breaker, release, order)
                 assert breaker.state is State.HALF_OPEN
                 if ending == "admitted":
-
-                    async def release_when_waiting() -> None:
-                        await until_waiting(breaker)
-                        release.set()
-
-                    tg.start_soon(release_when_waiting)
+                    when_waiting(tg, breaker, release.set)
                     async with breaker.guard():
                         order.append("waiter in")
                 elif ending == "timed out":
@@ -378,12 +365,7 @@ async def test_a_shared_probe_waits_for_a_bulkhead_slot(
                     release.set()
                 else:
                     with anyio.CancelScope() as scope:
-
-                        async def cancel_when_waiting() -> None:
-                            await until_waiting(breaker)
-                            scope.cancel()
-
-                        tg.start_soon(cancel_when_waiting)
+                        when_waiting(tg, breaker, scope.cancel)
                         async with breaker.guard():
                             pytest.fail("admitted although cancelled")
                     assert scope.cancelled_caught

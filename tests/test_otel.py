@@ -5,11 +5,11 @@ the anyio runtime (asyncio and trio), the threaded runtime and a registry; then 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import anyio
 import pytest
+from tests.helpers import Key, collect
 
 pytest.importorskip("opentelemetry.sdk")
 
@@ -25,9 +25,7 @@ from breaker_machines import (
     ConfigError,
     ThreadedBreaker,
 )
-from breaker_machines.otel import METER_NAME, Instrumentation, instrument
-
-Key = tuple[str, frozenset[tuple[str, Any]]]
+from breaker_machines.otel import Instrumentation, instrument
 
 
 class Boom(Exception):
@@ -36,37 +34,6 @@ class Boom(Exception):
 
 async def fail() -> None:
     raise Boom
-
-
-@pytest.fixture
-def reader() -> InMemoryMetricReader:
-    return InMemoryMetricReader()
-
-
-@pytest.fixture
-def provider(reader: InMemoryMetricReader) -> Iterator[MeterProvider]:
-    provider = MeterProvider(metric_readers=[reader])
-    yield provider
-    provider.shutdown()
-
-
-def collect(reader: InMemoryMetricReader) -> dict[Key, Any]:
-    """Every data point: (metric, attributes) -> value, or (count, sum) for histograms."""
-    points: dict[Key, Any] = {}
-    data = reader.get_metrics_data()
-    if data is None:
-        return points
-    for resource in data.resource_metrics:
-        for scope in resource.scope_metrics:
-            assert scope.scope.name == METER_NAME
-            for metric in scope.metrics:
-                for point in metric.data.data_points:
-                    key = (metric.name, frozenset(dict(point.attributes or {}).items()))
-                    if isinstance(point, HistogramDataPoint):
-                        points[key] = (point.count, point.sum)
-                    else:
-                        points[key] = point.value
-    return points
 
 
 def calls(points: dict[Key, Any], name: str) -> dict[str, int]:

@@ -5,48 +5,28 @@ closes. Read back through the SDK's ``InMemoryMetricReader``; time is the fake c
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from tests.helpers import collect
 
 pytest.importorskip("opentelemetry.sdk")
 
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from breaker_machines import Breaker, BreakerRegistry, ConfigError
 from breaker_machines.otel import Instrumentation, instrument
 
 
-@pytest.fixture
-def reader() -> InMemoryMetricReader:
-    return InMemoryMetricReader()
-
-
-@pytest.fixture
-def provider(reader: InMemoryMetricReader) -> Iterator[MeterProvider]:
-    provider = MeterProvider(metric_readers=[reader])
-    yield provider
-    provider.shutdown()
-
-
 def successes(reader: InMemoryMetricReader) -> dict[str, int]:
     """breaker.calls with outcome success, by breaker name."""
     found: dict[str, int] = {}
-    data = reader.get_metrics_data()
-    if data is None:
-        return found
-    for resource in data.resource_metrics:
-        for scope in resource.scope_metrics:
-            for metric in scope.metrics:
-                if metric.name != "breaker.calls":
-                    continue
-                for point in metric.data.data_points:
-                    assert isinstance(point, NumberDataPoint)
-                    attributes = dict(point.attributes or {})
-                    if attributes["breaker.outcome"] == "success":
-                        found[str(attributes["breaker.name"])] = int(point.value)
+    for (metric, attributes), value in collect(reader).items():
+        labels = dict(attributes)
+        if metric == "breaker.calls" and labels["breaker.outcome"] == "success":
+            assert isinstance(value, int)  # a counter's point, not a histogram's
+            found[str(labels["breaker.name"])] = value
     return found
 
 

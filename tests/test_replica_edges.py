@@ -11,7 +11,7 @@ Storage going down is a storage closed under its breaker (every operation then r
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, nullcontext
 from typing import Any
 
@@ -120,6 +120,17 @@ async def fleet(
         yield a, b
 
 
+@asynccontextmanager
+async def synced(
+    make_storage: Maker, name: str, storage_settings: dict[str, Any] | None = None, **options: Any
+) -> AsyncIterator[tuple[SharedStorage, Breaker]]:
+    """One breaker on a storage of its own (made with ``storage_settings``), synced."""
+    async with make_storage(**(storage_settings or {})) as storage:
+        breaker = Breaker(name, storage=storage, **options)
+        await breaker.sync()
+        yield storage, breaker
+
+
 def storage_of(breaker: Breaker) -> SharedStorage:
     storage: SharedStorage = replica_of(breaker).storage
     return storage
@@ -129,6 +140,20 @@ def advance(clock: FakeClock, seconds: float, *breakers: Breaker) -> None:
     clock.advance(seconds)
     for breaker in breakers:
         storage_of(breaker).advance_clock(seconds)
+
+
+async def reset_due(
+    breaker: Breaker, clock: FakeClock, *others: Breaker, tick: bool = False
+) -> None:
+    """``breaker`` trips and writes OPEN; then the test's clock and the storages of
+    ``breaker`` and ``others`` move past reset_after (10 s). With ``tick`` the runner of
+    ``breaker`` half-opens on time and writes HALF_OPEN."""
+    await trip(breaker)
+    await breaker.sync()
+    advance(clock, 10.5, breaker, *others)
+    if tick:
+        breaker._tick()
+        await breaker.sync()
 
 
 async def open_without_retry(breaker: Breaker, version: int) -> None:
@@ -145,17 +170,16 @@ async def open_without_retry(breaker: Breaker, version: int) -> None:
 
 async def test_slow_calls_are_flushed_as_slow(make_storage: Maker, clock: FakeClock) -> None:
     with anyio.fail_after(LIMIT):
-        async with make_storage(flush_size=2) as storage:
-            breaker = Breaker(
-                "slow calls",
-                storage=storage,
-                clock=clock,
-                slow_call_rate=0.9,
-                slow_call_duration=1.0,
-                minimum_calls=100,
-                window=60.0,
-            )
-            await breaker.sync()
+        async with synced(
+            make_storage,
+            "slow calls",
+            storage_settings={"flush_size": 2},
+            clock=clock,
+            slow_call_rate=0.9,
+            slow_call_duration=1.0,
+            minimum_calls=100,
+            window=60.0,
+        ) as (_, breaker):
             for ending in ("ok", "ok", "boom", "fast"):
                 expected = pytest.raises(Boom) if ending == "boom" else nullcontext()
                 with expected:
@@ -176,9 +200,7 @@ async def test_slow_calls_are_flushed_as_slow(make_storage: Maker, clock: FakeCl
 
 async def test_an_outcome_of_an_ended_generation_is_stale(make_storage: Maker) -> None:
     with anyio.fail_after(LIMIT):
-        async with make_storage() as storage:
-            breaker = Breaker("stale", storage=storage, consecutive_failures=1)
-            await breaker.sync()
+        async with synced(make_storage, "stale", consecutive_failures=1) as (_, breaker):
             async with breaker.guard():  # admitted in the first CLOSED generation
                 await trip(breaker)  # its failure is of that generation too
                 breaker.force_close()  # a third generation
@@ -221,17 +243,15 @@ async def test_outcomes_kept_while_down_and_dropped_past_the_window(
     events: list[StorageEvent] = []
     count = 70
     with anyio.fail_after(LIMIT):
-        async with make_storage() as storage:
-            breaker = Breaker(
-                "down a while",
-                storage=storage,
-                clock=clock,
-                failures=1000,
-                within=60.0,
-                on_degraded=events.append,
-                on_resynced=events.append,
-            )
-            await breaker.sync()
+        async with synced(
+            make_storage,
+            "down a while",
+            clock=clock,
+            failures=1000,
+            within=60.0,
+            on_degraded=events.append,
+            on_resynced=events.append,
+        ) as (storage, breaker):
             await go_down(storage)
             replica = replica_of(breaker)
             for _ in range(count):
@@ -266,24 +286,36 @@ async def test_outcomes_kept_while_down_and_dropped_past_the_window(
 # ------------------------------------------------------------------ writing transitions
 
 
+def watch_proposals(
+    monkeypatch: pytest.MonkeyPatch, breaker: Breaker, first: Callable[[], object]
+) -> list[bool]:
+    """Note the ``force`` flag of every proposal ``breaker`` sends its storage (in the list
+    returned); ``first()`` runs before the first proposal goes on (if it raises, that
+    proposal gets no further)."""
+    storage = storage_of(breaker)
+    propose = storage.propose
+    forced: list[bool] = []
+
+    async def watched(name: str, expected: int, proposal: Proposal, *, force: bool = False) -> Any:
+        forced.append(force)
+        if len(forced) == 1:
+            first()
+        return await propose(name, expected, proposal, force=force)
+
+    monkeypatch.setattr(storage, "propose", watched)
+    return forced
+
+
 async def test_an_operator_control_rewritten_after_a_lost_answer(
     make_storage: Maker, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with anyio.fail_after(LIMIT):
         async with fleet(make_storage, clock, "uncertain control") as (a, b):
-            store_a = storage_of(a)
-            propose = store_a.propose
-            forced: list[bool] = []
 
-            async def times_out_once(
-                name: str, expected: int, proposal: Proposal, *, force: bool = False
-            ) -> Any:
-                forced.append(force)
-                if len(forced) == 1:  # no answer: it may or may not have landed
-                    raise StorageError("no answer within the timeout")
-                return await propose(name, expected, proposal, force=force)
+            def no_answer() -> None:  # no answer: it may or may not have landed
+                raise StorageError("no answer within the timeout")
 
-            monkeypatch.setattr(store_a, "propose", times_out_once)
+            forced = watch_proposals(monkeypatch, a, no_answer)
             a.force_open()
             with pytest.raises(StorageError, match="no answer"):
                 await a.sync()
@@ -307,19 +339,8 @@ async def test_a_control_made_while_a_losing_write_is_on_its_way(
         async with fleet(make_storage, clock, "control meanwhile") as (a, b):
             await trip(b)
             await b.sync()  # OPEN, version 1: a has not seen it
-            store_a = storage_of(a)
-            propose = store_a.propose
-            calls: list[bool] = []
-
-            async def operator_meanwhile(
-                name: str, expected: int, proposal: Proposal, *, force: bool = False
-            ) -> Any:
-                calls.append(force)
-                if len(calls) == 1:
-                    a.force_open()  # the operator acts while the write is on its way
-                return await propose(name, expected, proposal, force=force)
-
-            monkeypatch.setattr(store_a, "propose", operator_meanwhile)
+            # The operator acts while the first write is on its way.
+            calls = watch_proposals(monkeypatch, a, a.force_open)
             await trip(a)  # a decides OPEN on its own counts and writes it: it loses
             await a.sync()
             assert calls == [False, True]  # the lost write, then the control, forced
@@ -392,11 +413,9 @@ async def test_a_sync_probe_while_storage_is_down_uses_the_local_permit(
     make_storage: Maker, clock: FakeClock
 ) -> None:
     with anyio.fail_after(LIMIT):
-        async with make_storage() as storage:
-            breaker = Breaker(
-                "down probe", storage=storage, clock=clock, consecutive_failures=1, reset_after=10
-            )
-            await breaker.sync()
+        async with synced(
+            make_storage, "down probe", clock=clock, consecutive_failures=1, reset_after=10
+        ) as (storage, breaker):
             await trip(breaker)
             await breaker.sync()
             await go_down(storage)
@@ -414,9 +433,7 @@ async def test_a_permit_asked_for_a_circuit_that_moved_on_is_not_reserved(
 ) -> None:
     with anyio.fail_after(LIMIT):
         async with fleet(make_storage, clock, "moved on") as (a, b):
-            await trip(a)
-            await a.sync()
-            advance(clock, 10.5, a, b)
+            await reset_due(a, clock, b)
             with pytest.raises(CircuitOpenError), a.guard():  # asks the runner for a permit
                 pytest.fail("a sync guard probed with no reserved permit")
             assert replica_of(a).want_permit
@@ -433,11 +450,7 @@ async def test_a_permit_reserved_against_a_newer_record_adopts_it(
 ) -> None:
     with anyio.fail_after(LIMIT):
         async with fleet(make_storage, clock, "reserve adopts") as (a, b):
-            await trip(a)
-            await a.sync()
-            advance(clock, 10.5, a, b)
-            a._tick()  # a's runner half-opens on time and writes it
-            await a.sync()
+            await reset_due(a, clock, b, tick=True)  # a's runner half-opens on time
             await b.sync()
             assert b.state is State.HALF_OPEN
             b.force_open()
@@ -454,23 +467,16 @@ async def test_taking_a_permit_while_storage_is_down(
     make_storage: Maker, clock: FakeClock, mode: str, admitted: bool
 ) -> None:
     with anyio.fail_after(LIMIT):
-        async with make_storage() as storage:
-            breaker = Breaker(
-                "down permit",
-                storage=storage,
-                clock=clock,
-                consecutive_failures=1,
-                reset_after=10,
-                probe_lease=LEASE,
-                degraded_mode=mode,  # type: ignore[arg-type]
-            )
-            await breaker.sync()
-            await trip(breaker)
-            await breaker.sync()
-            clock.advance(10.5)
-            storage.advance_clock(10.5)
-            breaker._tick()
-            await breaker.sync()  # HALF_OPEN is stored
+        async with synced(
+            make_storage,
+            "down permit",
+            clock=clock,
+            consecutive_failures=1,
+            reset_after=10,
+            probe_lease=LEASE,
+            degraded_mode=mode,
+        ) as (storage, breaker):
+            await reset_due(breaker, clock, tick=True)  # HALF_OPEN is stored
             await go_down(storage)
             if admitted:
                 async with breaker.guard():
@@ -491,11 +497,7 @@ async def test_a_permit_refused_with_a_record_the_core_refuses(
 ) -> None:
     with anyio.fail_after(LIMIT):
         async with fleet(make_storage, clock, "refused permit") as (a, b):
-            await trip(a)
-            await a.sync()
-            advance(clock, 10.5, a, b)
-            a._tick()
-            await a.sync()  # HALF_OPEN, version 2, is stored
+            await reset_due(a, clock, b, tick=True)  # HALF_OPEN, version 2, is stored
             await open_without_retry(a, 3)
             with pytest.raises(CircuitOpenError) as refused:
                 async with a.guard():

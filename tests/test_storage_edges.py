@@ -19,6 +19,10 @@ import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import anyio
@@ -26,13 +30,13 @@ import anyio.lowlevel
 import anyio.to_thread
 import pytest
 from tests.conftest import Opener
+from tests.helpers import Boom, forced
 
 from breaker_machines import ConfigError, Policy, Reason, State
 from breaker_machines.storage import (
     Batch,
     CorruptRecordError,
     PostgresStorage,
-    Proposal,
     RedisStorage,
     SharedRecord,
     StorageError,
@@ -44,18 +48,16 @@ LIMIT = 20.0
 
 POLICY = Policy(consecutive_failures=100)
 
+#: A Redis URL with an option redis-py refuses.
+BAD_OPTION_URL = "redis://127.0.0.1:6379/0?socket_timeout=abc"
+
 both = pytest.mark.anyio
 #: A client or pool of the test's own belongs to one asyncio loop (as in the other suites).
 asyncio_only = pytest.mark.parametrize("anyio_backend", ["asyncio"])
 
 
-class Boom(Exception):
-    pass
-
-
-def opened(origin: str = "test") -> Proposal:
-    """The transition CLOSED (version 0) -> OPEN (version 1)."""
-    return Proposal(State.OPEN, 1, 1, Reason.CONSECUTIVE_FAILURES, 0.0, 30.0, origin)
+#: ``opened(origin="test")``: the transition CLOSED (version 0) -> OPEN (version 1).
+opened = partial(forced, State.OPEN, Reason.CONSECUTIVE_FAILURES)
 
 
 def bridge_threads() -> list[threading.Thread]:
@@ -95,6 +97,45 @@ async def sql(dsn: str, statement: str, *args: Any) -> Any:
             await connection.close()
 
     return await anyio.to_thread.run_sync(asyncio.run, go())
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One kind of storage on its real server, and what a test does behind its back."""
+
+    kind: str  # "redis" or "postgres", as the storage's messages name it
+    address: str  # the Redis URL or the PostgreSQL DSN
+    namespace: str  # the test's own Redis prefix or PostgreSQL schema
+
+    def open(self) -> Any:
+        """A storage on the test's own prefix or schema."""
+        if self.kind == "redis":
+            return RedisStorage(self.address, prefix=self.namespace)
+        return PostgresStorage(self.address, schema=self.namespace)
+
+    async def send(self, storage: Any, payload: str) -> None:
+        """A raw payload on the storage's push channel."""
+        if self.kind == "redis":
+            await redis_command(self.address, "PUBLISH", storage.channel, payload)
+        else:
+            await sql(self.address, "SELECT pg_notify($1, $2)", storage.channel, payload)
+
+    async def set_status(self, storage: Any, name: str, status: str) -> None:
+        """Overwrite the stored status of breaker ``name``."""
+        if self.kind == "redis":
+            await redis_command(self.address, "HSET", storage.keys(name)[0], "status", status)
+        else:
+            table = f'"{self.namespace}".breakers'
+            await sql(self.address, f"UPDATE {table} SET status = $1 WHERE name = $2", status, name)
+
+
+@pytest.fixture(params=["redis", "postgres"])
+def backend(request: pytest.FixtureRequest) -> Backend:
+    if request.param == "redis":
+        url = request.getfixturevalue("redis_url")
+        return Backend("redis", url, request.getfixturevalue("redis_prefix"))
+    dsn = request.getfixturevalue("postgres_dsn")
+    return Backend("postgres", dsn, request.getfixturevalue("postgres_schema"))
 
 
 # =========================================================================== both storages
@@ -170,39 +211,118 @@ async def test_a_raising_gap_hook_is_logged_and_the_others_still_run(
         assert not any("a gap hook of" in r.getMessage() for r in caplog.records)
 
 
+@both
+async def test_inspecting_a_damaged_record_is_a_corrupt_record_error(backend: Backend) -> None:
+    with anyio.fail_after(LIMIT):
+        async with backend.open() as storage:
+            await storage.flush("svc", POLICY, Batch(0, "ff"))
+            stored = await storage.inspect("svc")
+            assert stored.record.consecutive_failures == 2
+            await backend.set_status(storage, "svc", "ajar")
+            before = storage.errors
+            malformed = f"{backend.kind}: malformed record"
+            with pytest.raises(CorruptRecordError, match=malformed) as caught:
+                await storage.inspect("svc")
+            assert "ajar" in str(caught.value)
+            assert storage.errors == before + 1
+            if backend.kind == "redis":
+                # Impossible window totals are refused too: more slow calls than calls.
+                url = backend.address
+                await redis_command(url, "HSET", storage.keys("other")[0], "version", "0")
+                await redis_command(url, "HSET", storage.keys("other")[1], "s:1", "5")
+                with pytest.raises(CorruptRecordError, match="impossible"):
+                    await storage.inspect("other")
+                assert storage.errors == before + 2
+
+
+@both
+async def test_malformed_pushes_and_raising_watchers_are_logged_and_skipped(
+    backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    got: list[SharedRecord] = []
+    got_all: list[tuple[str, SharedRecord]] = []
+    arrived = anyio.Event()
+    stopped_all: list[str] = []
+
+    def broken(record: SharedRecord) -> None:
+        raise Boom("watcher")
+
+    def broken_all(key: str, record: SharedRecord) -> None:
+        raise Boom("every watcher")
+
+    def good(record: SharedRecord) -> None:
+        got.append(record)
+
+    def good_all(key: str, record: SharedRecord) -> None:
+        got_all.append((key, record))
+        arrived.set()
+
+    # A push names its breaker by name on Redis, by the MD5 of the name on PostgreSQL.
+    by_name = backend.kind == "redis"
+    field, push = ("name", "message") if by_name else ("key", "notification")
+    with anyio.fail_after(LIMIT), caplog.at_level(logging.WARNING, logger="breaker_machines"):
+        async with backend.open() as storage:
+            storage.watch("svc", broken)
+            storage.watch("svc", good)
+            storage.watch_all(broken_all)
+            storage.watch_all(good_all)
+            stop = storage.watch_all(lambda key, record: stopped_all.append(key))
+            stop()
+            stop()  # stopping twice is harmless
+            await storage.wait_subscribed()
+            for payload in ("not json", f'{{"{field}": 5, "status": "open"}}', '["svc"]'):
+                await backend.send(storage, payload)
+            won, _ = await storage.propose("svc", 0, opened("writer"))
+            assert won
+            # Pushes arrive in order (commit order on PostgreSQL): the malformed ones first.
+            await arrived.wait()
+            key = got_all[0][0]
+            assert await storage.name_of(key) == "svc"
+    (record,) = got
+    assert (record.status, record.version, record.origin) == (State.OPEN, 1, "writer")
+    assert got_all == [("svc" if by_name else key, record)]
+    assert stopped_all == []
+    warnings = messages(caplog, logging.WARNING)
+    assert sum(f"ignored a malformed {push}" in m for m in warnings) == 3
+    errors = messages(caplog, logging.ERROR)
+    assert "a watcher of 'svc' raised" in errors
+    at = "'svc'" if by_name else f"key {key}"
+    assert f"a watcher of every breaker raised (at {at})" in errors
+
+
 # =========================================================================== no driver
 
 
 @both
-async def test_a_redis_storage_without_redis_py_is_refused_when_it_opens(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize(
+    ("driver", "extra", "make"),
+    [
+        # Without redis-py the URL's options cannot be checked up front: they are accepted
+        # here (a bad socket_timeout is refused with redis-py installed, see below).
+        ("redis.asyncio", "redis", lambda: RedisStorage(BAD_OPTION_URL)),
+        (
+            "asyncpg",
+            "postgres",
+            lambda: PostgresStorage("postgresql://postgres@127.0.0.1:5432/test"),
+        ),
+    ],
+    ids=["redis", "postgres"],
+)
+async def test_a_storage_without_its_driver_is_refused_when_it_opens(
+    driver: str, extra: str, make: Callable[[], Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(sys.modules, "redis.asyncio", None)  # as if redis-py were missing
-    # Without redis-py the URL's options cannot be checked up front: they are accepted
-    # here (a bad socket_timeout would be refused now with redis-py installed) ...
-    storage = RedisStorage("redis://127.0.0.1:6379/0?socket_timeout=abc")
-    # ... and opening says what is missing.
-    with pytest.raises(ConfigError, match=r"pip install 'breaker-machines\[redis\]'") as caught:
+    monkeypatch.setitem(sys.modules, driver, None)  # as if the driver were missing
+    storage = make()
+    # Opening says what is missing.
+    with pytest.raises(ConfigError, match=rf"pip install 'breaker-machines\[{extra}\]'") as caught:
         async with storage:
-            pytest.fail("opened without redis-py")  # pragma: no cover
+            pytest.fail("opened without its driver")  # pragma: no cover
     assert caught.value.field == "storage"
     assert bridge_threads() == []
     monkeypatch.undo()
-    with pytest.raises(ConfigError, match="redis-py refuses"):
-        RedisStorage("redis://127.0.0.1:6379/0?socket_timeout=abc")
-
-
-@both
-async def test_a_postgres_storage_without_asyncpg_is_refused_when_it_opens(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setitem(sys.modules, "asyncpg", None)  # as if asyncpg were missing
-    storage = PostgresStorage("postgresql://postgres@127.0.0.1:5432/test")
-    with pytest.raises(ConfigError, match=r"pip install 'breaker-machines\[postgres\]'") as caught:
-        async with storage:
-            pytest.fail("opened without asyncpg")  # pragma: no cover
-    assert caught.value.field == "storage"
-    assert bridge_threads() == []
+    if extra == "redis":
+        with pytest.raises(ConfigError, match="redis-py refuses"):
+            RedisStorage(BAD_OPTION_URL)
 
 
 # =========================================================================== configuration
@@ -319,29 +439,6 @@ async def test_redis_answers_the_storage_cannot_read_are_storage_errors(
 
 
 @both
-async def test_inspecting_a_damaged_redis_record_is_a_corrupt_record_error(
-    redis_url: str, redis_prefix: str
-) -> None:
-    with anyio.fail_after(LIMIT):
-        async with RedisStorage(redis_url, prefix=redis_prefix) as storage:
-            await storage.flush("svc", POLICY, Batch(0, "ff"))
-            stored = await storage.inspect("svc")
-            assert stored.record.consecutive_failures == 2
-            await redis_command(redis_url, "HSET", storage.keys("svc")[0], "status", "ajar")
-            before = storage.errors
-            with pytest.raises(CorruptRecordError, match="redis: malformed record") as caught:
-                await storage.inspect("svc")
-            assert "ajar" in str(caught.value)
-            assert storage.errors == before + 1
-            # Impossible window totals are refused too: more slow calls than calls.
-            await redis_command(redis_url, "HSET", storage.keys("other")[0], "version", "0")
-            await redis_command(redis_url, "HSET", storage.keys("other")[1], "s:1", "5")
-            with pytest.raises(CorruptRecordError, match="impossible"):
-                await storage.inspect("other")
-            assert storage.errors == before + 2
-
-
-@both
 async def test_breaker_names_pages_through_scan_and_skips_keys_it_did_not_make(
     redis_url: str, redis_prefix: str
 ) -> None:
@@ -364,54 +461,6 @@ async def test_breaker_names_pages_through_scan_and_skips_keys_it_did_not_make(
             assert await storage.breaker_names() == names
 
 
-@both
-async def test_malformed_redis_messages_and_raising_watchers_are_logged_and_skipped(
-    redis_url: str, redis_prefix: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    got: list[SharedRecord] = []
-    got_all: list[tuple[str, SharedRecord]] = []
-    arrived = anyio.Event()
-    stopped_all: list[str] = []
-
-    def broken(record: SharedRecord) -> None:
-        raise Boom("watcher")
-
-    def broken_all(name: str, record: SharedRecord) -> None:
-        raise Boom("every watcher")
-
-    def good(record: SharedRecord) -> None:
-        got.append(record)
-
-    def good_all(name: str, record: SharedRecord) -> None:
-        got_all.append((name, record))
-        arrived.set()
-
-    with anyio.fail_after(LIMIT), caplog.at_level(logging.WARNING, logger="breaker_machines"):
-        async with RedisStorage(redis_url, prefix=redis_prefix) as storage:
-            storage.watch("svc", broken)
-            storage.watch("svc", good)
-            storage.watch_all(broken_all)
-            storage.watch_all(good_all)
-            stop = storage.watch_all(lambda name, record: stopped_all.append(name))
-            stop()
-            stop()  # stopping twice is harmless
-            await storage.wait_subscribed()
-            for payload in ("not json", '{"name": 5, "status": "open"}', '["svc"]'):
-                await redis_command(redis_url, "PUBLISH", storage.channel, payload)
-            won, _ = await storage.propose("svc", 0, opened("writer"))
-            assert won
-            await arrived.wait()  # messages arrive in order: the malformed ones came first
-    (record,) = got
-    assert (record.status, record.version, record.origin) == (State.OPEN, 1, "writer")
-    assert got_all == [("svc", record)]
-    assert stopped_all == []
-    warnings = messages(caplog, logging.WARNING)
-    assert sum("ignored a malformed message" in m for m in warnings) == 3
-    errors = messages(caplog, logging.ERROR)
-    assert "a watcher of 'svc' raised" in errors
-    assert "a watcher of every breaker raised (at 'svc')" in errors
-
-
 # =========================================================================== postgres
 
 
@@ -432,17 +481,24 @@ async def replace_function(dsn: str, schema: str, function: str, answer: str) ->
     )
 
 
+@asynccontextmanager
+async def holding_svc(dsn: str, schema: str) -> AsyncIterator[PostgresStorage]:
+    """An open PostgreSQL storage on the test's schema, which it made by storing one
+    failure of breaker "svc"."""
+    async with PostgresStorage(dsn, schema=schema) as storage:
+        await storage.flush("svc", POLICY, Batch(0, "f"))
+        yield storage
+
+
 @both
 async def test_postgres_answers_the_storage_cannot_read_are_storage_errors(
     postgres_dsn: str, postgres_schema: str
 ) -> None:
+    async def replace(function: str, answer: str) -> None:
+        await replace_function(postgres_dsn, postgres_schema, function, answer)
+
     with anyio.fail_after(LIMIT):
-        async with PostgresStorage(postgres_dsn, schema=postgres_schema) as storage:
-            await storage.flush("svc", POLICY, Batch(0, "f"))  # the schema is made
-
-            async def replace(function: str, answer: str) -> None:
-                await replace_function(postgres_dsn, postgres_schema, function, answer)
-
+        async with holding_svc(postgres_dsn, postgres_schema) as storage:
             await replace("breakers_flush", "NULL::jsonb")
             await replace("breakers_propose", "'{}'::jsonb")
             await replace("breakers_acquire", "'[2, {}]'::jsonb")
@@ -463,31 +519,11 @@ async def test_postgres_answers_the_storage_cannot_read_are_storage_errors(
 
 
 @both
-async def test_inspecting_a_damaged_postgres_row_is_a_corrupt_record_error(
-    postgres_dsn: str, postgres_schema: str
-) -> None:
-    with anyio.fail_after(LIMIT):
-        async with PostgresStorage(postgres_dsn, schema=postgres_schema) as storage:
-            await storage.flush("svc", POLICY, Batch(0, "ff"))
-            assert (await storage.inspect("svc")).record.consecutive_failures == 2
-            await sql(
-                postgres_dsn,
-                f"UPDATE \"{postgres_schema}\".breakers SET status = 'ajar' WHERE name = 'svc'",
-            )
-            before = storage.errors
-            with pytest.raises(CorruptRecordError, match="postgres: malformed record") as caught:
-                await storage.inspect("svc")
-            assert "ajar" in str(caught.value)
-            assert storage.errors == before + 1
-
-
-@both
 async def test_breaker_names_refuses_names_that_are_not_strings(
     postgres_dsn: str, postgres_schema: str
 ) -> None:
     with anyio.fail_after(LIMIT):
-        async with PostgresStorage(postgres_dsn, schema=postgres_schema) as storage:
-            await storage.flush("svc", POLICY, Batch(0, "f"))
+        async with holding_svc(postgres_dsn, postgres_schema) as storage:
             assert await storage.breaker_names() == ["svc"]
             # Someone put a table of another shape in its place.
             table = f'"{postgres_schema}".breakers'
@@ -497,56 +533,6 @@ async def test_breaker_names_refuses_names_that_are_not_strings(
             with pytest.raises(StorageError, match=r"postgres names: unreadable answer \[7\]"):
                 await storage.breaker_names()
             assert storage.errors > before
-
-
-@both
-async def test_malformed_postgres_notifications_and_raising_watchers_are_logged_and_skipped(
-    postgres_dsn: str, postgres_schema: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    got: list[SharedRecord] = []
-    got_all: list[tuple[str, SharedRecord]] = []
-    arrived = anyio.Event()
-    stopped_all: list[str] = []
-
-    def broken(record: SharedRecord) -> None:
-        raise Boom("watcher")
-
-    def broken_all(key: str, record: SharedRecord) -> None:
-        raise Boom("every watcher")
-
-    def good(record: SharedRecord) -> None:
-        got.append(record)
-
-    def good_all(key: str, record: SharedRecord) -> None:
-        got_all.append((key, record))
-        arrived.set()
-
-    with anyio.fail_after(LIMIT), caplog.at_level(logging.WARNING, logger="breaker_machines"):
-        async with PostgresStorage(postgres_dsn, schema=postgres_schema) as storage:
-            storage.watch("svc", broken)
-            storage.watch("svc", good)
-            storage.watch_all(broken_all)
-            storage.watch_all(good_all)
-            stop = storage.watch_all(lambda key, record: stopped_all.append(key))
-            stop()
-            stop()  # stopping twice is harmless
-            await storage.wait_subscribed()
-            for payload in ("not json", '{"key": 5, "status": "open"}', '["svc"]'):
-                await sql(postgres_dsn, "SELECT pg_notify($1, $2)", storage.channel, payload)
-            won, _ = await storage.propose("svc", 0, opened("writer"))
-            assert won
-            await arrived.wait()  # notifications arrive in commit order
-            key = got_all[0][0]
-            assert await storage.name_of(key) == "svc"
-    (record,) = got
-    assert (record.status, record.version, record.origin) == (State.OPEN, 1, "writer")
-    assert got_all == [(key, record)]
-    assert stopped_all == []
-    warnings = messages(caplog, logging.WARNING)
-    assert sum("ignored a malformed notification" in m for m in warnings) == 3
-    errors = messages(caplog, logging.ERROR)
-    assert "a watcher of 'svc' raised" in errors
-    assert f"a watcher of every breaker raised (at key {key})" in errors
 
 
 @pytest.mark.anyio

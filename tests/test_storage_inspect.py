@@ -14,6 +14,7 @@ from typing import Any
 
 import anyio
 import pytest
+from tests.helpers import forced
 
 from breaker_machines import Policy, Reason, State
 from breaker_machines.storage import (
@@ -62,11 +63,6 @@ async def opened(storage: SharedStorage) -> AsyncGenerator[Any, None]:
         with anyio.fail_after(LIMIT):
             await storage.wait_subscribed()  # type: ignore[attr-defined]
         yield storage
-
-
-def forced(status: State, reason: Reason, origin: str = "test") -> Proposal:
-    open_for = 30.0 if status is State.OPEN else None
-    return Proposal(status, 1, 1, reason, 0.0, open_for, origin)
 
 
 POLICY = Policy(failures=100, within=WIDE, failure_rate=0.9, window=WIDE, minimum_calls=1000)

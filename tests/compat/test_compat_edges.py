@@ -27,19 +27,10 @@ from typing import Any
 
 import anyio
 import pytest
+from tests.helpers import HandStorage
 
 from breaker_machines import ConfigError
-from breaker_machines.compat import aiobreaker
-from breaker_machines.compat.pybreaker import (
-    STATE_CLOSED,
-    STATE_HALF_OPEN,
-    STATE_OPEN,
-    CircuitBreaker,
-    CircuitBreakerError,
-    CircuitBreakerListener,
-    CircuitBreakerStorage,
-    CircuitMemoryStorage,
-)
+from breaker_machines.compat import aiobreaker, pybreaker
 from breaker_machines.storage.shared import StorageError
 
 LOGGER = "breaker_machines.compat.pybreaker"
@@ -63,31 +54,16 @@ def ok(value: Any = 1) -> Any:
     return value
 
 
-class Held(CircuitBreakerStorage):
+class Held(HandStorage):
     """A storage whose record the test sets by hand (what another process, or a damaged
     store, left there); ``down`` makes every compare-and-set raise, as a store that reads
     but can no longer be written."""
 
     def __init__(self, record: str | None) -> None:
-        super().__init__("held")
-        self.record = record
-        self.down = False
-        self.writes = 0
-
-    def read(self) -> str | None:
-        return self.record
-
-    def compare_and_set(self, expected: str | None, record: str) -> tuple[bool, str | None]:
-        if self.down:
-            raise ConnectionError("the store refuses writes")
-        if self.record != expected:
-            return False, self.record
-        self.record = record
-        self.writes += 1
-        return True, None
+        super().__init__("held", record)
 
 
-class Contended(CircuitMemoryStorage):
+class Contended(pybreaker.CircuitMemoryStorage):
     """A memory storage where another writer gets in first: ``rival()`` runs before every
     compare-and-set of the breaker under test (its own writes go straight through)."""
 
@@ -112,7 +88,7 @@ class Contended(CircuitMemoryStorage):
         return super().compare_and_set(expected, record)
 
 
-class Changes(CircuitBreakerListener):
+class Changes(pybreaker.CircuitBreakerListener):
     def __init__(self) -> None:
         self.seen: list[tuple[str, str]] = []
 
@@ -158,7 +134,7 @@ def test_a_record_that_does_not_validate_is_logged_and_read_as_the_fallback(
 ) -> None:
     storage = Held(text)
     with caplog.at_level(logging.ERROR, LOGGER):
-        breaker = CircuitBreaker(fail_max=2, state_storage=storage, clock=clock)
+        breaker = pybreaker.CircuitBreaker(fail_max=2, state_storage=storage, clock=clock)
     (logged,) = [r for r in caplog.records if r.name == LOGGER]
     assert "holds an unreadable record" in logged.getMessage()
     assert "fallback_circuit_state='closed'" in logged.getMessage()
@@ -167,10 +143,10 @@ def test_a_record_that_does_not_validate_is_logged_and_read_as_the_fallback(
     assert type(refused) is error
     assert str(refused) == message
     # The storage's own read side and the breaker read the fallback state...
-    assert storage.state == STATE_CLOSED
+    assert storage.state == pybreaker.STATE_CLOSED
     assert storage.counter == 0
     assert storage.opened_at is None
-    assert breaker.current_state == STATE_CLOSED
+    assert breaker.current_state == pybreaker.STATE_CLOSED
     # ...and the first change replaces the bad record with a valid one.
     with pytest.raises(Boom):
         breaker.call(boom)
@@ -182,31 +158,37 @@ def test_a_record_that_does_not_validate_is_logged_and_read_as_the_fallback(
 
 def test_a_valid_record_is_read_field_by_field(clock: Any) -> None:
     storage = Held('[1,"half_open",3,0,1,1000.0,null,2,5,[[4,1010.5]]]')
-    breaker = CircuitBreaker(fail_max=2, success_threshold=2, state_storage=storage, clock=clock)
-    assert storage.state == STATE_HALF_OPEN
+    breaker = pybreaker.CircuitBreaker(
+        fail_max=2, success_threshold=2, state_storage=storage, clock=clock
+    )
+    assert storage.state == pybreaker.STATE_HALF_OPEN
     assert storage.success_counter == 1
     assert storage.opened_at == datetime(1970, 1, 1, 0, 16, 40, tzinfo=timezone.utc)
-    assert breaker.current_state == STATE_HALF_OPEN
+    assert breaker.current_state == pybreaker.STATE_HALF_OPEN
     # The one trial slot is leased (probe 4, until t=1010.5): another call is rejected.
-    with pytest.raises(CircuitBreakerError, match="Trial call in progress"):
+    with pytest.raises(pybreaker.CircuitBreakerError, match="Trial call in progress"):
         breaker.call(ok)
-    assert Held(FRESH).state == STATE_CLOSED
+    assert Held(FRESH).state == pybreaker.STATE_CLOSED
 
 
 @pytest.mark.parametrize("opened_at", ["1e300", "-1e300", "1e18"])
 def test_an_opening_time_no_datetime_can_hold_reads_as_none(opened_at: str, clock: Any) -> None:
     storage = Held(f'[1,"open",1,0,0,{opened_at},1e300,1,0,[]]')
-    assert storage.state == STATE_OPEN
+    assert storage.state == pybreaker.STATE_OPEN
     assert storage.opened_at is None  # out of datetime's range: not an error
-    breaker = CircuitBreaker(state_storage=storage, clock=clock)
-    with pytest.raises(CircuitBreakerError, match="still open"):
+    breaker = pybreaker.CircuitBreaker(state_storage=storage, clock=clock)
+    with pytest.raises(pybreaker.CircuitBreakerError, match="still open"):
         breaker.call(ok)
 
 
 def test_an_initial_state_of_a_storage_reads_back() -> None:
-    assert CircuitMemoryStorage(STATE_OPEN).state == STATE_OPEN
-    assert CircuitMemoryStorage(STATE_HALF_OPEN).state == STATE_HALF_OPEN
-    assert CircuitMemoryStorage(STATE_OPEN).opened_at is None  # no opening time: due at once
+    assert pybreaker.CircuitMemoryStorage(pybreaker.STATE_OPEN).state == pybreaker.STATE_OPEN
+    assert (
+        pybreaker.CircuitMemoryStorage(pybreaker.STATE_HALF_OPEN).state == pybreaker.STATE_HALF_OPEN
+    )
+    assert (
+        pybreaker.CircuitMemoryStorage(pybreaker.STATE_OPEN).opened_at is None
+    )  # no opening time: due at once
 
 
 # ---------------------------------------------------------------------------- failing writes
@@ -216,7 +198,9 @@ def test_a_write_that_fails_during_admission_decides_as_the_fallback(
     clock: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     storage = Held(OPEN_AND_DUE)
-    breaker = CircuitBreaker(fail_max=1, reset_timeout=50, state_storage=storage, clock=clock)
+    breaker = pybreaker.CircuitBreaker(
+        fail_max=1, reset_timeout=50, state_storage=storage, clock=clock
+    )
     storage.down = True
     ran: list[int] = []
 
@@ -230,11 +214,11 @@ def test_a_write_that_fails_during_admission_decides_as_the_fallback(
         assert breaker.call(work) == "ran"
         with pytest.raises(Boom):
             breaker.call(boom)  # a failure that would re-open it: not recorded either
-        assert breaker.current_state == STATE_OPEN  # the record still reads open
+        assert breaker.current_state == pybreaker.STATE_OPEN  # the record still reads open
         storage.down = False
         assert breaker.call(ok, 2) == 2  # the trial call, now written: closes it
     assert ran == [1]
-    assert breaker.current_state == STATE_CLOSED
+    assert breaker.current_state == pybreaker.STATE_CLOSED
     failed = (
         "pybreaker storage Held failed: deciding as fallback_circuit_state='closed' until it "
         "answers"
@@ -255,7 +239,7 @@ def test_an_outcome_whose_write_fails_is_lost_not_raised(
     clock: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     storage = Held(FRESH)
-    breaker = CircuitBreaker(fail_max=2, state_storage=storage, clock=clock)
+    breaker = pybreaker.CircuitBreaker(fail_max=2, state_storage=storage, clock=clock)
     storage.down = True
     with caplog.at_level(logging.WARNING, LOGGER):
         for _ in range(3):  # would trip the circuit if they were recorded
@@ -264,7 +248,7 @@ def test_an_outcome_whose_write_fails_is_lost_not_raised(
     assert storage.record == FRESH
     assert storage.writes == 0
     assert breaker.fail_counter == 0
-    assert breaker.current_state == STATE_CLOSED
+    assert breaker.current_state == pybreaker.STATE_CLOSED
     failed = [m for m in messages(caplog) if "failed: deciding as fallback" in m]
     assert len(failed) == 3  # one per lost outcome (each read in between answered)
 
@@ -274,13 +258,13 @@ def test_a_manual_change_whose_write_fails_changes_nothing(
 ) -> None:
     storage = Held(FRESH)
     changes = Changes()
-    breaker = CircuitBreaker(state_storage=storage, listeners=[changes], clock=clock)
+    breaker = pybreaker.CircuitBreaker(state_storage=storage, listeners=[changes], clock=clock)
     storage.down = True
     with caplog.at_level(logging.WARNING, LOGGER):
         assert breaker.open() is True
         breaker.half_open()
     assert storage.record == FRESH
-    assert breaker.current_state == STATE_CLOSED
+    assert breaker.current_state == pybreaker.STATE_CLOSED
     assert changes.seen == []
     unchanged = "pybreaker storage failed: the state was not changed"
     assert [m for m in messages(caplog) if m == unchanged] == [unchanged] * 2
@@ -300,7 +284,7 @@ def test_the_redis_compare_and_set_raises_a_storage_error_when_redis_fails() -> 
         port = int(sock.getsockname()[1])
     client = redis.Redis(host="127.0.0.1", port=port, retry=Retry(NoBackoff(), 0), socket_timeout=1)
     try:
-        storage = CircuitRedisStorage(STATE_CLOSED, client, namespace="bm-unreachable")
+        storage = CircuitRedisStorage(pybreaker.STATE_CLOSED, client, namespace="bm-unreachable")
         with pytest.raises(StorageError, match=r"^redis: .*") as caught:
             storage.compare_and_set(None, FRESH)
         assert isinstance(caught.value.__cause__, redis.exceptions.ConnectionError)
@@ -314,43 +298,43 @@ def test_the_redis_compare_and_set_raises_a_storage_error_when_redis_fails() -> 
 
 
 def test_admission_that_loses_a_race_steps_again_on_the_winning_record(clock: Any) -> None:
-    storage = Contended(STATE_OPEN)  # open and due: the next call half-opens it
-    here = CircuitBreaker(reset_timeout=30, state_storage=storage, clock=clock)
-    there = CircuitBreaker(reset_timeout=30, state_storage=storage, clock=clock)
+    storage = Contended(pybreaker.STATE_OPEN)  # open and due: the next call half-opens it
+    here = pybreaker.CircuitBreaker(reset_timeout=30, state_storage=storage, clock=clock)
+    there = pybreaker.CircuitBreaker(reset_timeout=30, state_storage=storage, clock=clock)
     # Another process opens the circuit afresh just before this one writes "half-open".
     storage.rival, storage.once = there.open, True
     ran: list[int] = []
-    with pytest.raises(CircuitBreakerError, match="Timeout not elapsed yet"):
+    with pytest.raises(pybreaker.CircuitBreakerError, match="Timeout not elapsed yet"):
         here.call(lambda: ran.append(1))
     assert ran == []
     assert storage.contests == 1
-    assert storage.state == STATE_OPEN
+    assert storage.state == pybreaker.STATE_OPEN
     clock.advance(30)
     assert here.call(ok, 3) == 3
-    assert storage.state == STATE_CLOSED
+    assert storage.state == pybreaker.STATE_CLOSED
 
 
 def test_admission_that_keeps_losing_gives_up_and_uses_the_fallback(
     clock: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    storage = Contended(STATE_CLOSED)  # (its fallback state: closed)
-    here = CircuitBreaker(state_storage=storage, clock=clock)
-    there = CircuitBreaker(state_storage=storage, clock=clock)
+    storage = Contended(pybreaker.STATE_CLOSED)  # (its fallback state: closed)
+    here = pybreaker.CircuitBreaker(state_storage=storage, clock=clock)
+    there = pybreaker.CircuitBreaker(state_storage=storage, clock=clock)
     there.half_open()
     storage.rival = there.half_open  # a new half-open generation before every write
     with caplog.at_level(logging.WARNING, LOGGER):
         assert here.call(ok, "admitted") == "admitted"  # the closed fallback admits it
     assert storage.contests == 64
     assert messages(caplog) == ["pybreaker storage: admission lost 64 races in a row"]
-    assert storage.state == STATE_HALF_OPEN  # the fallback's call recorded nothing
+    assert storage.state == pybreaker.STATE_HALF_OPEN  # the fallback's call recorded nothing
 
 
 def test_an_outcome_that_keeps_losing_is_dropped_after_a_bounded_retry(
     clock: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    storage = Contended(STATE_CLOSED)
-    here = CircuitBreaker(fail_max=1000, state_storage=storage, clock=clock)
-    there = CircuitBreaker(fail_max=1000, state_storage=storage, clock=clock)
+    storage = Contended(pybreaker.STATE_CLOSED)
+    here = pybreaker.CircuitBreaker(fail_max=1000, state_storage=storage, clock=clock)
+    there = pybreaker.CircuitBreaker(fail_max=1000, state_storage=storage, clock=clock)
 
     def fail_there() -> None:
         with pytest.raises(Boom):
@@ -367,39 +351,41 @@ def test_an_outcome_that_keeps_losing_is_dropped_after_a_bounded_retry(
 
 
 def test_a_manual_change_that_loses_once_is_written_on_the_winning_record(clock: Any) -> None:
-    storage = Contended(STATE_CLOSED)
+    storage = Contended(pybreaker.STATE_CLOSED)
     changes = Changes()
-    here = CircuitBreaker(reset_timeout=30, state_storage=storage, listeners=[changes], clock=clock)
-    there = CircuitBreaker(reset_timeout=30, state_storage=storage, clock=clock)
+    here = pybreaker.CircuitBreaker(
+        reset_timeout=30, state_storage=storage, listeners=[changes], clock=clock
+    )
+    there = pybreaker.CircuitBreaker(reset_timeout=30, state_storage=storage, clock=clock)
     storage.rival, storage.once = there.half_open, True
     here.open()
     assert storage.contests == 1
-    assert storage.state == STATE_OPEN
+    assert storage.state == pybreaker.STATE_OPEN
     # Noticed the rival's half-open first, then wrote its own open on top of it.
     assert changes.seen == [("closed", "half-open"), ("half-open", "open")]
-    with pytest.raises(CircuitBreakerError, match="still open"):
+    with pytest.raises(pybreaker.CircuitBreakerError, match="still open"):
         here.call(ok)
 
 
 def test_a_manual_change_that_keeps_losing_gives_up(
     clock: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    storage = Contended(STATE_CLOSED)
-    here = CircuitBreaker(state_storage=storage, clock=clock)
-    there = CircuitBreaker(state_storage=storage, clock=clock)
+    storage = Contended(pybreaker.STATE_CLOSED)
+    here = pybreaker.CircuitBreaker(state_storage=storage, clock=clock)
+    there = pybreaker.CircuitBreaker(state_storage=storage, clock=clock)
     storage.rival = there.half_open
     with caplog.at_level(logging.WARNING, LOGGER):
         here.open()
     storage.rival = None
     assert storage.contests == 64
     assert messages(caplog) == ["pybreaker storage: a state change lost 64 races in a row"]
-    assert storage.state == STATE_HALF_OPEN  # the rival's last write stands
+    assert storage.state == pybreaker.STATE_HALF_OPEN  # the rival's last write stands
 
 
 def test_an_outcome_for_a_record_replaced_meanwhile_is_stale(clock: Any) -> None:
-    storage = CircuitMemoryStorage(STATE_CLOSED)
+    storage = pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED)
     backup = storage.read()  # generation 0
-    breaker = CircuitBreaker(fail_max=5, state_storage=storage, clock=clock)
+    breaker = pybreaker.CircuitBreaker(fail_max=5, state_storage=storage, clock=clock)
     breaker.open()
     breaker.close()  # generation 2: calls are admitted on it
 
@@ -413,23 +399,25 @@ def test_an_outcome_for_a_record_replaced_meanwhile_is_stale(clock: Any) -> None
         breaker.call(restored_then_failed)
     assert storage.read() == backup  # the failure of generation 2 was not applied to 0
     assert breaker.fail_counter == 0
-    assert breaker.current_state == STATE_CLOSED
+    assert breaker.current_state == pybreaker.STATE_CLOSED
 
 
 # ---------------------------------------------------------------------------- the breaker
 
 
 @pytest.fixture(params=["own", "memory"])
-def make(request: pytest.FixtureRequest, clock: Any) -> Callable[..., CircuitBreaker]:
-    def build(**options: Any) -> CircuitBreaker:
+def make(request: pytest.FixtureRequest, clock: Any) -> Callable[..., pybreaker.CircuitBreaker]:
+    def build(**options: Any) -> pybreaker.CircuitBreaker:
         if request.param == "memory":
-            options["state_storage"] = CircuitMemoryStorage(STATE_CLOSED)
-        return CircuitBreaker(clock=clock, **options)
+            options["state_storage"] = pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED)
+        return pybreaker.CircuitBreaker(clock=clock, **options)
 
     return build
 
 
-def test_calling_without_listeners_counts_the_block(make: Callable[..., CircuitBreaker]) -> None:
+def test_calling_without_listeners_counts_the_block(
+    make: Callable[..., pybreaker.CircuitBreaker],
+) -> None:
     breaker = make(fail_max=3)
     for _ in range(2):
         with pytest.raises(Boom), breaker.calling():
@@ -441,15 +429,18 @@ def test_calling_without_listeners_counts_the_block(make: Callable[..., CircuitB
     for _ in range(2):
         with pytest.raises(Boom), breaker.calling():
             boom()
-    with pytest.raises(CircuitBreakerError, match="Failures threshold reached"), breaker.calling():
+    with (
+        pytest.raises(pybreaker.CircuitBreakerError, match="Failures threshold reached"),
+        breaker.calling(),
+    ):
         boom()
-    assert breaker.current_state == STATE_OPEN
+    assert breaker.current_state == pybreaker.STATE_OPEN
 
 
 def test_a_raising_is_system_error_counts_the_exception_as_a_failure(
     clock: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    class Strict(CircuitBreaker):
+    class Strict(pybreaker.CircuitBreaker):
         def is_system_error(self, exception: BaseException) -> bool:
             raise RuntimeError("bug in the override")
 
@@ -459,13 +450,13 @@ def test_a_raising_is_system_error_counts_the_exception_as_a_failure(
     assert breaker.fail_counter == 1
     assert messages(caplog) == ["breaker 'strict': is_system_error raised; counted as one"]
     assert "bug in the override" in caplog.text
-    with pytest.raises(CircuitBreakerError):
+    with pytest.raises(pybreaker.CircuitBreakerError):
         breaker.call(boom)
-    assert breaker.current_state == STATE_OPEN
+    assert breaker.current_state == pybreaker.STATE_OPEN
 
 
 def test_the_decorator_refuses_what_it_cannot_guard(clock: Any) -> None:
-    breaker = CircuitBreaker(clock=clock)
+    breaker = pybreaker.CircuitBreaker(clock=clock)
     with pytest.raises(TypeError, match="a breaker decorates one function"):
         breaker(ok, boom)  # type: ignore[call-overload]
     with pytest.raises(ConfigError) as caught:
@@ -478,7 +469,7 @@ def test_the_decorator_refuses_what_it_cannot_guard(clock: Any) -> None:
 
 
 def test_a_started_generator_dropped_unfinished_settles_quietly(
-    make: Callable[..., CircuitBreaker], clock: Any, monkeypatch: pytest.MonkeyPatch
+    make: Callable[..., pybreaker.CircuitBreaker], clock: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     unraisable: list[Any] = []
     monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
@@ -496,14 +487,15 @@ def test_a_started_generator_dropped_unfinished_settles_quietly(
         break
     gc.collect()
     assert breaker.call(ok) == 1  # the trial slot was freed, as documented
-    assert breaker.current_state == STATE_CLOSED
+    assert breaker.current_state == pybreaker.STATE_CLOSED
     assert [str(hook.exc_value) for hook in unraisable] == []
 
 
 def test_building_on_a_stored_open_circuit_notifies_nothing(
     clock: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    original = pytest.importorskip("pybreaker")
+    import pybreaker as original  # the original library (in the test dependency group)
+
     heard: list[tuple[str, str]] = []
 
     class Original(original.CircuitBreakerListener):  # type: ignore[misc,name-defined]
@@ -516,15 +508,17 @@ def test_building_on_a_stored_open_circuit_notifies_nothing(
     assert built.current_state == "open"
     assert heard == []  # pybreaker: reading the storage when built is no state change
 
-    class Reading(CircuitBreakerListener):
+    class Reading(pybreaker.CircuitBreakerListener):
         def state_change(self, cb: Any, old_state: Any, new_state: Any) -> None:
             heard.append((old_state.name, cb.current_state))
 
     with caplog.at_level(logging.ERROR, LOGGER):
-        ours = CircuitBreaker(
-            listeners=[Reading()], state_storage=CircuitMemoryStorage(STATE_OPEN), clock=clock
+        ours = pybreaker.CircuitBreaker(
+            listeners=[Reading()],
+            state_storage=pybreaker.CircuitMemoryStorage(pybreaker.STATE_OPEN),
+            clock=clock,
         )
-    assert ours.current_state == STATE_OPEN
+    assert ours.current_state == pybreaker.STATE_OPEN
     assert messages(caplog) == []  # no listener error: the hook never saw a half-built breaker
     assert heard == []
 

@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from tests.helpers import HandStorage
 
 from breaker_machines import ConfigError
 from breaker_machines.compat import pybreaker
@@ -1033,30 +1034,8 @@ def test_the_memory_storage_reports_when_the_circuit_opened(clock: Any) -> None:
 
 
 def test_a_custom_storage_implements_read_and_compare_and_set(clock: Any) -> None:
-    class FlakyStorage(pybreaker.CircuitBreakerStorage):
-        """A dict with a switch that makes it unreachable."""
-
-        def __init__(self) -> None:
-            super().__init__("flaky")
-            self.record: str | None = None
-            self.down = False
-            self.writes = 0
-
-        def read(self) -> str | None:
-            if self.down:
-                raise ConnectionError("unreachable")
-            return self.record
-
-        def compare_and_set(self, expected: str | None, record: str) -> tuple[bool, str | None]:
-            if self.down:
-                raise ConnectionError("unreachable")
-            if self.record != expected:
-                return False, self.record
-            self.record = record
-            self.writes += 1
-            return True, None
-
-    storage = FlakyStorage()
+    # A dict with a switch that makes it unreachable.
+    storage = HandStorage("flaky", unreadable_when_down=True)
     breaker = CircuitBreaker(fail_max=2, state_storage=storage, clock=clock)
     for _ in range(5):
         breaker.call(ok)
