@@ -190,7 +190,11 @@ def test_the_same_bad_policy_options_given_to_a_breaker_name_the_same_field(
     options: dict[str, Any], field: str
 ) -> None:
     if "probe_lease" in options and options["probe_lease"] is None:
-        pytest.skip("a breaker derives probe_lease from its timeout when it is None")
+        # Not bad for a breaker: it derives the lease (twice its timeout, else 60 s).
+        for runtime in (Breaker, ThreadedBreaker):
+            assert runtime("svc", **options).policy.probe_lease == 60.0
+        assert Breaker("svc", **options, timeout=2.0).policy.probe_lease == 4.0
+        return
     for runtime in (Breaker, ThreadedBreaker):
         with pytest.raises(ConfigError) as caught:
             runtime("svc", **options)
