@@ -296,29 +296,20 @@ async def _interruptible(main: Callable[[], Awaitable[int]]) -> int:
     the event loop differs between Pythons and backends (under asyncio on Python 3.10 it
     comes out as a ``CancelledError``), and a cancellation closes the storage properly.
     """
-    interrupted = False
     problem: Exception | None = None
     code = 0
+    finished = False  # stays False when a signal cancelled main
     with _signals() as signals:
         async with anyio.create_task_group() as group:
-
-            async def stop() -> None:
-                nonlocal interrupted
-                assert signals is not None
-                async for _ in signals:
-                    interrupted = True
-                    group.cancel_scope.cancel()
-                    return
-
-            if signals is not None:
-                group.start_soon(stop)
+            group.start_soon(_stop_on, signals, group.cancel_scope)
             # (what fails is raised below: not wrapped in an exception group)
             try:
                 code = await main()
             except Exception as error:  # a Failure, a BrokenPipeError...
                 problem = error
+            finished = True
             group.cancel_scope.cancel()
-    if interrupted:
+    if not finished:
         return 130
     if problem is not None:
         raise problem
@@ -628,7 +619,8 @@ def _signals() -> AbstractContextManager[AsyncIterator[int] | None]:
 
 
 async def _stop_on(signals: AsyncIterator[int] | None, scope: anyio.CancelScope) -> None:
-    """The first signal stops watching (and the command exits with status 0)."""
+    """The first signal cancels ``scope``: it stops watching (the command exits with 0)
+    or interrupts another command (it exits with 130)."""
     if signals is None:  # pragma: no cover - Windows
         return
     async for _ in signals:
